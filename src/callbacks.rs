@@ -1,0 +1,185 @@
+//! Thin adapters from indymilter's callbacks to the session: copy the arguments and the
+//! macros we asked for, call the session, return its status. No decisions are made here.
+
+use crate::{
+    session::{Macros, Negotiated, Session},
+    Shared,
+};
+use indymilter::{Actions, Callbacks, MacroStage, ProtoOpts, SocketInfo, Status};
+use std::{collections::HashMap, ffi::CStr, sync::Arc};
+use tracing::warn;
+
+pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
+    Callbacks::new()
+        .on_negotiate(move |cx, mta_actions, mta_opts| {
+            let shared = Arc::clone(&shared);
+            Box::pin(async move {
+                let (actions, opts, negotiated) = negotiate(mta_actions, mta_opts);
+                cx.requested_actions = actions;
+                cx.requested_opts = opts;
+                cx.requested_macros = requested_macros();
+                cx.data = Some(shared.new_session(negotiated));
+                Status::Continue
+            })
+        })
+        .on_connect(|cx, _hostname, socket| {
+            Box::pin(async move {
+                let ip = match socket {
+                    SocketInfo::Inet(addr) => Some(addr.ip()),
+                    _ => None,
+                };
+                let macros = copy_macros(&cx.macros);
+                with_session(&mut cx.data, |s| s.connect(ip, macros))
+            })
+        })
+        .on_mail(|cx, args| {
+            Box::pin(async move {
+                let sender = first_arg(&args);
+                let macros = copy_macros(&cx.macros);
+                with_session(&mut cx.data, |s| s.mail(&sender, macros))
+            })
+        })
+        .on_rcpt(|cx, args| {
+            Box::pin(async move {
+                let recipient = first_arg(&args);
+                let macros = copy_macros(&cx.macros);
+                with_session(&mut cx.data, |s| s.rcpt(&recipient, macros))
+            })
+        })
+        .on_data(|cx| {
+            Box::pin(async move {
+                let id = macro_value(&cx.macros, c"i");
+                with_session(&mut cx.data, |s| s.queue_id(id, ProtoOpts::NOREPLY_DATA))
+            })
+        })
+        .on_header(|cx, name, value| {
+            Box::pin(async move {
+                with_session(&mut cx.data, |s| s.header(name.as_bytes(), value.as_bytes()))
+            })
+        })
+        .on_eoh(|cx| {
+            Box::pin(async move {
+                let id = macro_value(&cx.macros, c"i");
+                with_session(&mut cx.data, |s| s.queue_id(id, ProtoOpts::NOREPLY_EOH))
+            })
+        })
+        .on_body(|cx, chunk| {
+            Box::pin(async move { with_session(&mut cx.data, |s| s.body(chunk.len())) })
+        })
+        .on_eom(|cx| {
+            Box::pin(async move {
+                let id = macro_value(&cx.macros, c"i");
+                match cx.data.as_mut() {
+                    Some(session) => session.eom(id, &cx.actions).await,
+                    None => Status::Continue,
+                }
+            })
+        })
+        .on_abort(|cx| {
+            Box::pin(async move { with_session(&mut cx.data, |s| {
+                s.abort();
+                Status::Continue
+            }) })
+        })
+}
+
+fn with_session(data: &mut Option<Session>, f: impl FnOnce(&mut Session) -> Status) -> Status {
+    data.as_mut().map_or(Status::Continue, f)
+}
+
+fn first_arg(args: &[std::ffi::CString]) -> String {
+    args.first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn macro_value(macros: &indymilter::Macros, name: &CStr) -> Option<String> {
+    macros
+        .get(name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn copy_macros(m: &indymilter::Macros) -> Macros {
+    Macros {
+        queue_id: macro_value(m, c"i"),
+        host: macro_value(m, c"j"),
+        daemon_name: macro_value(m, c"{daemon_name}"),
+        client_addr: macro_value(m, c"{client_addr}"),
+        auth_type: macro_value(m, c"{auth_type}"),
+        auth_authen: macro_value(m, c"{auth_authen}"),
+        rcpt_mailer: macro_value(m, c"{rcpt_mailer}"),
+        rcpt_addr: macro_value(m, c"{rcpt_addr}"),
+    }
+}
+
+/// The macros each stage needs, asked for at negotiation so the MTA needs no macro settings.
+fn requested_macros() -> HashMap<MacroStage, std::ffi::CString> {
+    [
+        (MacroStage::Connect, c"j {daemon_name} {client_addr}"),
+        (MacroStage::Mail, c"{auth_type} {auth_authen}"),
+        (MacroStage::Rcpt, c"{rcpt_mailer} {rcpt_addr}"),
+        (MacroStage::Data, c"i"),
+        (MacroStage::Eoh, c"i"),
+        (MacroStage::Eom, c"i"),
+    ]
+    .into_iter()
+    .map(|(stage, names)| (stage, names.to_owned()))
+    .collect()
+}
+
+/// The stages we skip, and those we never answer (fewer round trips per message).
+const WANTED_OPTS: ProtoOpts = ProtoOpts::NO_HELO
+    .union(ProtoOpts::NO_UNKNOWN)
+    .union(ProtoOpts::NOREPLY_CONNECT)
+    .union(ProtoOpts::NOREPLY_MAIL)
+    .union(ProtoOpts::NOREPLY_RCPT)
+    .union(ProtoOpts::NOREPLY_DATA)
+    .union(ProtoOpts::NOREPLY_HEADER)
+    .union(ProtoOpts::NOREPLY_EOH)
+    .union(ProtoOpts::NOREPLY_BODY)
+    .union(ProtoOpts::REJECTED_RCPT);
+
+/// Chooses what to ask of the MTA from what it offers. Only offered options are requested,
+/// so negotiation never fails; without the header actions the milter still records events.
+pub fn negotiate(mta_actions: Actions, mta_opts: ProtoOpts) -> (Actions, ProtoOpts, Negotiated) {
+    let needed = Actions::ADD_HEADER | Actions::CHANGE_HEADER;
+    let can_edit = mta_actions.contains(needed);
+    let mut actions = if can_edit { needed } else { Actions::empty() };
+    if !can_edit {
+        warn!(
+            "the MTA does not offer the add-header and change-header actions; \
+             mail passes untouched and only events are recorded"
+        );
+    }
+    // Sendmail honours our macro list only when the milter claims this action.
+    actions |= mta_actions & Actions::REQUEST_MACROS;
+    let opts = WANTED_OPTS & mta_opts;
+    let noreply = opts
+        & (ProtoOpts::NOREPLY_CONNECT
+            | ProtoOpts::NOREPLY_MAIL
+            | ProtoOpts::NOREPLY_RCPT
+            | ProtoOpts::NOREPLY_DATA
+            | ProtoOpts::NOREPLY_HEADER
+            | ProtoOpts::NOREPLY_EOH
+            | ProtoOpts::NOREPLY_BODY);
+    (actions, opts, Negotiated { noreply, can_edit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_only_for_what_is_offered() {
+        let (actions, opts, n) = negotiate(Actions::all(), ProtoOpts::all());
+        assert_eq!(actions, Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REQUEST_MACROS);
+        assert_eq!(opts, WANTED_OPTS);
+        assert!(n.can_edit && n.noreply.contains(ProtoOpts::NOREPLY_BODY));
+
+        let (actions, opts, n) = negotiate(Actions::ADD_HEADER, ProtoOpts::NO_HELO);
+        assert_eq!(actions, Actions::empty());
+        assert_eq!(opts, ProtoOpts::NO_HELO);
+        assert!(!n.can_edit && n.noreply.is_empty());
+    }
+}

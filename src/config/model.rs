@@ -1,0 +1,305 @@
+//! The configuration schema: one struct per TOML table, with the defaults of design.md §5.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), so a typo never silently turns a rule off.
+
+use super::values::{Domain, FileMode, HeaderName, Network, Period, SocketSpec};
+use serde::{Deserialize, Serialize};
+use std::{collections::HashSet, path::PathBuf};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the milter listens.
+    pub socket: SocketSpec,
+    /// Mode of a unix socket, so that the MTA's user can connect.
+    pub socket_mode: FileMode,
+    /// Group of a unix socket; empty keeps the daemon's own group.
+    pub socket_group: String,
+    /// Decide, log and record events, but change no header.
+    pub dry_run: bool,
+    pub log: Log,
+    pub networks: Networks,
+    pub domains: Domains,
+    pub rules: Rules,
+    pub events: Events,
+    pub privacy: Privacy,
+    pub retention: Retention,
+    /// Domains from `domains.local` and `domains.local_file`, filled in by the loader.
+    #[serde(skip)]
+    pub local_domains: HashSet<String>,
+    /// Where this configuration was loaded from, so a reload can read it again.
+    #[serde(skip)]
+    pub source: Option<super::Source>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: SocketSpec::Unix("/run/privacy-milter/privacy-milter.sock".into()),
+            socket_mode: FileMode(0o660),
+            socket_group: String::new(),
+            dry_run: false,
+            log: Log::default(),
+            networks: Networks::default(),
+            domains: Domains::default(),
+            rules: Rules::default(),
+            events: Events::default(),
+            privacy: Privacy::default(),
+            retention: Retention::default(),
+            local_domains: HashSet::new(),
+            source: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub level: LogLevel,
+    pub destination: LogDestination,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+            destination: LogDestination::Stderr,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogDestination {
+    Stderr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Networks {
+    /// Clients here are ours: their mail gets an originating-IP header and may carry a transit tag.
+    pub trusted: Vec<Network>,
+    /// Webmail hosts, which may hand over the browser's address in the originating-IP header.
+    pub webmail: Vec<Network>,
+}
+
+impl Default for Networks {
+    fn default() -> Self {
+        Self {
+            trusted: loopback(),
+            webmail: Vec::new(),
+        }
+    }
+}
+
+fn loopback() -> Vec<Network> {
+    ["127.0.0.0/8", "::1/128"]
+        .into_iter()
+        .map(|n| Network::try_from(n.to_string()).expect("valid default"))
+        .collect()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Domains {
+    pub local: Vec<Domain>,
+    /// A file of further local domains, one per line, `#` comments; empty for none.
+    pub local_file: PathBuf,
+    /// Values of `{rcpt_mailer}` that mean local delivery.
+    pub local_mailers: Vec<String>,
+}
+
+impl Default for Domains {
+    fn default() -> Self {
+        Self {
+            local: Vec::new(),
+            local_file: PathBuf::new(),
+            local_mailers: ["local", "virtual", "lmtp"].map(String::from).to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    pub originating_ip: OriginatingIp,
+    pub transit_tag: TransitTag,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginatingIp {
+    pub enabled: bool,
+    pub header: HeaderName,
+    pub mode: OriginatingIpMode,
+    /// Source addresses that get no header (by default loopback: local pickup, re-injection).
+    pub skip_networks: Vec<Network>,
+}
+
+impl Default for OriginatingIp {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header: HeaderName::try_from("X-Originating-IP".to_string()).expect("valid"),
+            mode: OriginatingIpMode::Full,
+            skip_networks: loopback(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginatingIpMode {
+    /// The address itself.
+    Full,
+    /// No header is added, and copies are still stripped from our own senders' mail.
+    Off,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransitTag {
+    pub enabled: bool,
+    pub header: HeaderName,
+}
+
+impl Default for TransitTag {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header: HeaderName::try_from("X-Transit".to_string()).expect("valid"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    pub enabled: bool,
+    pub sinks: Vec<SinkKind>,
+    /// What the MTA is told when an event cannot be written.
+    pub on_error: OnError,
+    pub jsonl: Jsonl,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sinks: vec![SinkKind::Jsonl],
+            on_error: OnError::Accept,
+            jsonl: Jsonl::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Jsonl,
+    Log,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    Accept,
+    Tempfail,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jsonl {
+    pub path: PathBuf,
+}
+
+impl Default for Jsonl {
+    fn default() -> Self {
+        Self {
+            path: "/var/log/privacy-milter/events.jsonl".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    pub ip: IpPrivacy,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub address: AddressPrivacy,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Self {
+            ip: IpPrivacy::Truncated,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            address: AddressPrivacy::Domain,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpPrivacy {
+    Full,
+    Truncated,
+    Omit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressPrivacy {
+    Full,
+    Domain,
+    Omit,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub inbound: Period,
+    pub outbound: Period,
+    pub internal: Period,
+    pub relay: Period,
+    pub rejected: Period,
+    pub aborted: Period,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let days = |d: u64| Period(std::time::Duration::from_secs(d * 86400));
+        Self {
+            inbound: days(90),
+            outbound: days(90),
+            internal: days(30),
+            relay: days(30),
+            rejected: days(30),
+            aborted: days(7),
+        }
+    }
+}

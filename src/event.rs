@@ -1,0 +1,136 @@
+//! The event (design.md §6, schema `privacy-milter.message.v1`): one per message that
+//! reached end of message, or was aborted, rejected or tempfailed after MAIL FROM.
+//! Personal fields are pseudonymised here, before any sink sees them.
+
+use crate::{
+    classify::{Classification, Direction},
+    config::Config,
+    facts::{ConnectionFacts, MessageFacts},
+    privacy::{self, AddressView},
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const SCHEMA: &str = "privacy-milter.message.v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Accepted,
+    Rejected,
+    Tempfailed,
+    Discarded,
+    Aborted,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema: String,
+    pub id: Uuid,
+    pub time: String,
+    pub host: String,
+    pub queue_id: Option<String>,
+    pub outcome: Outcome,
+    pub direction: Direction,
+    pub transit: bool,
+    pub client: Client,
+    pub sender: AddressView,
+    pub recipients: Vec<RecipientView>,
+    pub size: u64,
+    pub actions: Vec<String>,
+    /// Present and true when the actions were decided but not applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    pub retention: Retention,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub authenticated: bool,
+    pub webmail: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientView {
+    #[serde(flatten)]
+    pub address: AddressView,
+    pub local: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub class: String,
+    pub expires_at: String,
+}
+
+/// Everything an event is made of.
+pub struct Parts<'a> {
+    pub conn: &'a ConnectionFacts,
+    pub msg: &'a MessageFacts,
+    pub class: &'a Classification,
+    pub outcome: Outcome,
+    pub actions: Vec<String>,
+    pub host: &'a str,
+    pub config: &'a Config,
+}
+
+impl Event {
+    pub fn build(parts: Parts<'_>, now: DateTime<Utc>) -> Self {
+        let Parts { conn, msg, class, outcome, actions, host, config } = parts;
+        let policy = &config.privacy;
+        let retention_class = match outcome {
+            Outcome::Rejected | Outcome::Tempfailed => "rejected",
+            Outcome::Aborted => "aborted",
+            Outcome::Accepted | Outcome::Discarded => class.direction.as_str(),
+        };
+        let r = &config.retention;
+        let keep = match retention_class {
+            "inbound" => r.inbound,
+            "outbound" => r.outbound,
+            "internal" => r.internal,
+            "relay" => r.relay,
+            "rejected" => r.rejected,
+            _ => r.aborted,
+        };
+        let expires = now + chrono::Duration::from_std(keep.0).unwrap_or(chrono::Duration::MAX);
+        let recipients = msg
+            .accepted_recipients()
+            .zip(class.local.iter())
+            .map(|(r, local)| RecipientView {
+                address: privacy::address(&r.address, policy),
+                local: *local,
+            })
+            .collect();
+        Event {
+            schema: SCHEMA.to_string(),
+            id: Uuid::now_v7(),
+            time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            host: host.to_string(),
+            queue_id: msg.queue_id.clone(),
+            outcome,
+            direction: class.direction,
+            transit: class.transit,
+            client: Client {
+                ip: conn.client_ip.and_then(|ip| privacy::ip(ip, policy)),
+                authenticated: class.authenticated,
+                webmail: class.webmail,
+            },
+            sender: privacy::address(&msg.sender, policy),
+            recipients,
+            size: msg.size,
+            actions,
+            dry_run: config.dry_run,
+            retention: Retention {
+                class: retention_class.to_string(),
+                expires_at: expires.to_rfc3339_opts(SecondsFormat::Secs, true),
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("events always serialise")
+    }
+}

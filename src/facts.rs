@@ -1,0 +1,144 @@
+//! What the session learns about a connection and a message: plain data, filled in by
+//! `session`, read by `classify`, `rules` and `event`.
+
+use crate::config::Config;
+use std::net::IpAddr;
+
+/// How many copies of a header of interest we keep the value of; further copies are only
+/// counted (they are still deleted where a rule says so).
+const MAX_KEPT_VALUES: usize = 16;
+/// Longest header value we keep; a longer one cannot be an address and is kept truncated,
+/// which still fails to parse.
+const MAX_KEPT_VALUE_LEN: usize = 256;
+
+/// Facts about the SMTP client, from the connect stage.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionFacts {
+    /// The client's address; `None` for local submission (the `sendmail` command).
+    pub client_ip: Option<IpAddr>,
+    /// Our host name as the MTA names it (macro `j`).
+    pub host: Option<String>,
+    /// The MTA's daemon name (macro `{daemon_name}`), kept for logs.
+    pub daemon_name: Option<String>,
+}
+
+/// Facts about one message, from MAIL FROM to end of message.
+#[derive(Clone, Debug, Default)]
+pub struct MessageFacts {
+    /// The MTA's queue id (macro `i`), when known.
+    pub queue_id: Option<String>,
+    /// The envelope sender without angle brackets; empty for the null sender.
+    pub sender: String,
+    /// The session authenticated (`{auth_type}` or `{auth_authen}` set).
+    pub authenticated: bool,
+    pub recipients: Vec<Recipient>,
+    pub originating_ip: HeaderCopies,
+    pub transit_tag: HeaderCopies,
+    /// Bytes of header and body seen, as the message would be stored.
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address without angle brackets.
+    pub address: String,
+    /// The `{rcpt_mailer}` macro: the transport the MTA chose.
+    pub mailer: Option<String>,
+}
+
+impl Recipient {
+    /// The MTA refused this recipient (it reports refused recipients with mailer `error`).
+    pub fn rejected(&self) -> bool {
+        self.mailer.as_deref() == Some("error")
+    }
+}
+
+/// The copies of one header field that a message arrived with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderCopies {
+    /// How many there were; the milter protocol addresses copy `n` by index `n` (from 1).
+    pub count: i32,
+    /// The raw values of the first copies, in order.
+    pub values: Vec<Vec<u8>>,
+}
+
+impl HeaderCopies {
+    fn push(&mut self, value: &[u8]) {
+        self.count = self.count.saturating_add(1);
+        if self.values.len() < MAX_KEPT_VALUES {
+            self.values.push(value[..value.len().min(MAX_KEPT_VALUE_LEN)].to_vec());
+        }
+    }
+}
+
+impl MessageFacts {
+    /// Notes one header: its size, and its value if a rule looks at headers of that name.
+    pub fn header(&mut self, name: &[u8], value: &[u8], config: &Config) {
+        // "Name: value\r\n"
+        self.size += (name.len() + value.len() + 4) as u64;
+        let Ok(name) = std::str::from_utf8(name) else {
+            return;
+        };
+        if config.rules.originating_ip.header.matches(name) {
+            self.originating_ip.push(value);
+        } else if config.rules.transit_tag.header.matches(name) {
+            self.transit_tag.push(value);
+        }
+    }
+
+    /// The recipients the MTA accepted.
+    pub fn accepted_recipients(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients.iter().filter(|r| !r.rejected())
+    }
+}
+
+/// The domain of an address, in lower case; `None` for the null sender or a bare local part.
+pub fn domain_of(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
+    let domain = domain.trim().trim_end_matches('.');
+    if domain.is_empty() {
+        return None;
+    }
+    Some(domain.to_ascii_lowercase())
+}
+
+/// Removes the angle brackets of an SMTP path: `<a@b>` becomes `a@b`.
+pub fn unbracket(path: &str) -> &str {
+    let path = path.trim();
+    path.strip_prefix('<')
+        .and_then(|p| p.strip_suffix('>'))
+        .unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains() {
+        assert_eq!(domain_of("Alice@Example.ORG"), Some("example.org".into()));
+        assert_eq!(domain_of("a@b@c.example."), Some("c.example".into()));
+        assert_eq!(domain_of(""), None);
+        assert_eq!(domain_of("postmaster"), None);
+        assert_eq!(domain_of("x@"), None);
+        assert_eq!(unbracket("<a@b>"), "a@b");
+        assert_eq!(unbracket("<>"), "");
+        assert_eq!(unbracket("a@b"), "a@b");
+    }
+
+    #[test]
+    fn header_copies_are_counted_and_bounded() {
+        let config = Config::default();
+        let mut facts = MessageFacts::default();
+        for _ in 0..100 {
+            facts.header(b"x-originating-ip", &[b'1'; 10_000], &config);
+        }
+        facts.header(b"X-Transit", b"relay", &config);
+        facts.header(b"Subject", b"hello", &config);
+        assert_eq!(facts.originating_ip.count, 100);
+        assert_eq!(facts.originating_ip.values.len(), MAX_KEPT_VALUES);
+        assert!(facts.originating_ip.values.iter().all(|v| v.len() == MAX_KEPT_VALUE_LEN));
+        assert_eq!(facts.transit_tag.count, 1);
+        assert_eq!(facts.size, 100 * (16 + 10_000 + 4) + (9 + 5 + 4) + (7 + 5 + 4));
+    }
+}

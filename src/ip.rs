@@ -1,0 +1,124 @@
+//! Reading IP addresses out of what MTAs and webmail hosts hand us.
+
+use std::net::IpAddr;
+
+/// The longest header value we try to read as an address; anything longer is not one.
+const MAX_VALUE_LEN: usize = 100;
+
+/// Parses an address as the MTA gives it in `{client_addr}` or a connect command:
+/// Postfix and Sendmail may write IPv6 as `IPv6:2001:db8::1`, sometimes in brackets.
+pub fn parse_mta_addr(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    let text = strip_ipv6_tag(text);
+    text.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// Parses the value of an originating-IP header set by a webmail host: one address, bare or
+/// in brackets, with surrounding white space (folding included). Anything else, such as a
+/// second address, a comment, a CR or LF, or invalid UTF-8, is refused, so a hostile value is
+/// never copied into a header.
+pub fn parse_header_value(raw: &[u8]) -> Option<IpAddr> {
+    if raw.len() > MAX_VALUE_LEN {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    // Folding white space is CRLF followed by a space or tab; a bare CR or LF is never valid.
+    let unfolded = text.replace("\r\n ", " ").replace("\r\n\t", " ");
+    if unfolded.contains(['\r', '\n']) {
+        return None;
+    }
+    let inner = unfolded.trim_matches([' ', '\t']);
+    let inner = match inner.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']')?,
+        None => inner,
+    };
+    let inner = strip_ipv6_tag(inner);
+    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') {
+        return None;
+    }
+    inner.parse::<IpAddr>().ok().map(canonical)
+}
+
+/// The header value we write: the address in brackets, as Exchange does.
+pub fn header_value(ip: IpAddr) -> String {
+    format!("[{ip}]")
+}
+
+fn strip_ipv6_tag(text: &str) -> &str {
+    match text.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => &text[5..],
+        _ => text,
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, as dual-stack sockets report IPv4
+/// clients) are the IPv4 address; networks and headers then match what the operator wrote.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Option<String> {
+        parse_header_value(s.as_bytes()).map(|ip| ip.to_string())
+    }
+
+    #[test]
+    fn header_values_accepted() {
+        assert_eq!(p("198.51.100.23"), Some("198.51.100.23".into()));
+        assert_eq!(p("[198.51.100.23]"), Some("198.51.100.23".into()));
+        assert_eq!(p("  [198.51.100.23]  "), Some("198.51.100.23".into()));
+        assert_eq!(p("\r\n [2001:DB8::7]"), Some("2001:db8::7".into()));
+        assert_eq!(p("IPv6:2001:db8::7"), Some("2001:db8::7".into()));
+        assert_eq!(p("[IPv6:2001:db8::7]"), Some("2001:db8::7".into()));
+        assert_eq!(p("::ffff:192.0.2.9"), Some("192.0.2.9".into()));
+    }
+
+    #[test]
+    fn header_values_refused() {
+        for bad in [
+            "",
+            "[]",
+            "garbage",
+            "198.51.100.23\r\nBcc: victim@example.org",
+            "198.51.100.23\nX-Evil: 1",
+            "198.51.100.23\r",
+            "198.51.100.23, 10.0.0.1",
+            "[198.51.100.23",
+            "198.51.100.23]",
+            "198.51.100.256",
+            "198.51.100.23 (comment)",
+            "1.2.3.4.5",
+            "[[198.51.100.23]]",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_header_value(&[0xff, b'1']), None);
+        let long = format!("[{}198.51.100.23]", " ".repeat(5000));
+        assert_eq!(p(&long), None);
+    }
+
+    #[test]
+    fn mta_addresses() {
+        assert_eq!(parse_mta_addr("IPv6:2001:db8::1"), "2001:db8::1".parse().ok());
+        assert_eq!(parse_mta_addr("[IPv6:::1]"), "::1".parse().ok());
+        assert_eq!(parse_mta_addr("192.0.2.1"), "192.0.2.1".parse().ok());
+        assert_eq!(parse_mta_addr("localhost"), None);
+        assert_eq!(parse_mta_addr(""), None);
+    }
+
+    #[test]
+    fn written_values() {
+        assert_eq!(header_value("2001:db8::1".parse().unwrap()), "[2001:db8::1]");
+        assert_eq!(header_value("192.0.2.1".parse().unwrap()), "[192.0.2.1]");
+    }
+}

@@ -1,0 +1,200 @@
+//! The listening socket: `unix:` (stale file removed at start, mode and group set, removed
+//! on exit) or TCP, where every accepted connection gets `TCP_NODELAY` and `TCP_QUICKACK`.
+//!
+//! Why both TCP options (design.md §7): without them each message meets two Nagle and
+//! delayed-ACK stalls of about 40 ms. `TCP_NODELAY` sends our replies at once; Linux clears
+//! `TCP_QUICKACK` after it acknowledges, so it is set again after every read, which makes
+//! the kernel acknowledge the MTA's no-reply commands at once instead of holding its next write.
+
+use crate::config::{Config, SocketSpec};
+use std::{
+    fs, io,
+    os::unix::fs::{chown, PermissionsExt},
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
+};
+
+/// A bound socket, ready for [`crate::run`].
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixSocket),
+}
+
+/// A bound unix socket; its file is removed when this is dropped.
+pub struct UnixSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Listener {
+    /// Binds the configured socket.
+    pub async fn bind(config: &Config) -> io::Result<Self> {
+        let context = |e: io::Error| io::Error::new(e.kind(), format!("socket {}: {e}", config.socket));
+        match &config.socket {
+            SocketSpec::Inet(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await.map_err(context)?)),
+            SocketSpec::Unix(path) => bind_unix(path, config).map(Self::Unix).map_err(context),
+        }
+    }
+
+    /// The address of a TCP listener (tests bind port 0).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Unix(_) => None,
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Self::Tcp(l)
+    }
+}
+
+fn bind_unix(path: &Path, config: &Config) -> io::Result<UnixSocket> {
+    remove_stale(path)?;
+    let listener = UnixListener::bind(path)?;
+    // Removed on drop from here on, even if setting the mode fails.
+    let socket = UnixSocket {
+        listener,
+        path: path.to_path_buf(),
+    };
+    if !config.socket_group.is_empty() {
+        let group = nix::unistd::Group::from_name(&config.socket_group)
+            .ok()
+            .flatten()
+            .ok_or_else(|| io::Error::other(format!("group {} does not exist", config.socket_group)))?;
+        chown(path, None, Some(group.gid.as_raw()))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(config.socket_mode.0))?;
+    Ok(socket)
+}
+
+/// Removes a socket file left by a milter that did not exit cleanly, but never a socket that
+/// a running milter still answers on, and never anything that is not a socket.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(md) if !md.file_type().is_socket() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a file that is not a socket is in the way",
+        )),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening on it",
+            )),
+            Err(_) => fs::remove_file(path),
+        },
+    }
+}
+
+/// The listener as indymilter sees it; [`Gate::close`] stops accepting at once (the socket
+/// closes, a unix socket file goes) while open sessions carry on.
+#[derive(Clone)]
+pub struct Gate(Arc<Mutex<Option<Listener>>>);
+
+impl Gate {
+    pub fn new(listener: Listener) -> Self {
+        Self(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    pub fn close(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+pub type Stream = indymilter::EitherStream<QuickAckStream, UnixStream>;
+
+impl indymilter::Listener for Gate {
+    type Io = Stream;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Stream>> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            // Closed: nothing more is accepted; shutdown ends the milter.
+            None => Poll::Pending,
+            Some(Listener::Tcp(l)) => match TcpListener::poll_accept(l, cx) {
+                Poll::Ready(Ok((stream, _))) => {
+                    let _ = stream.set_nodelay(true);
+                    let stream = QuickAckStream::new(stream);
+                    Poll::Ready(Ok(indymilter::EitherStream::Tcp(stream)))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+            Some(Listener::Unix(u)) => UnixListener::poll_accept(&u.listener, cx)
+                .map_ok(|(stream, _)| indymilter::EitherStream::Unix(stream)),
+        }
+    }
+}
+
+/// A TCP stream that re-arms `TCP_QUICKACK` after every read.
+pub struct QuickAckStream {
+    inner: TcpStream,
+}
+
+impl QuickAckStream {
+    fn new(inner: TcpStream) -> Self {
+        let stream = Self { inner };
+        stream.quickack();
+        stream
+    }
+
+    fn quickack(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&self.inner).set_quickack(true);
+    }
+}
+
+impl AsyncRead for QuickAckStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.quickack();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for QuickAckStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,300 @@
+//! The per-connection state machine: collects the facts stage by stage, and at end of message
+//! runs classification and rules, records the event and applies the header edits.
+
+use crate::{
+    classify::{classify, Classification},
+    config::{Config, OnError},
+    event::{Event, Outcome, Parts},
+    facts::{unbracket, ConnectionFacts, MessageFacts, Recipient},
+    ip,
+    privacy,
+    rules::{self, originating_ip, Action, Edit},
+    sinks::EventWriter,
+};
+use indymilter::{ContextActions, ProtoOpts, Status};
+use std::{net::IpAddr, sync::Arc};
+use tracing::{debug, error, info, warn};
+
+/// What the connection negotiated.
+#[derive(Clone, Copy, Debug)]
+pub struct Negotiated {
+    /// The stages for which the MTA expects no reply.
+    pub noreply: ProtoOpts,
+    /// The MTA lets us add and change headers; without that we only record events.
+    pub can_edit: bool,
+}
+
+/// Values of the macros we asked for, copied out of the MTA's macro tables.
+#[derive(Clone, Debug, Default)]
+pub struct Macros {
+    pub queue_id: Option<String>,
+    pub host: Option<String>,
+    pub daemon_name: Option<String>,
+    pub client_addr: Option<String>,
+    pub auth_type: Option<String>,
+    pub auth_authen: Option<String>,
+    pub rcpt_mailer: Option<String>,
+    pub rcpt_addr: Option<String>,
+}
+
+/// Counts live sessions so shutdown can wait for them.
+pub struct SessionGuard(tokio::sync::watch::Sender<usize>);
+
+impl SessionGuard {
+    pub fn new(gauge: &tokio::sync::watch::Sender<usize>) -> Self {
+        gauge.send_modify(|n| *n += 1);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+pub struct Session {
+    /// This connection's configuration: a reload affects new connections only.
+    config: Arc<Config>,
+    events: EventWriter,
+    /// Host name for events when the MTA does not send macro `j`.
+    default_host: Arc<str>,
+    negotiated: Negotiated,
+    conn: ConnectionFacts,
+    msg: Option<MessageFacts>,
+    _guard: SessionGuard,
+}
+
+impl Session {
+    pub fn new(
+        config: Arc<Config>,
+        events: EventWriter,
+        default_host: Arc<str>,
+        negotiated: Negotiated,
+        guard: SessionGuard,
+    ) -> Self {
+        Self {
+            config,
+            events,
+            default_host,
+            negotiated,
+            conn: ConnectionFacts::default(),
+            msg: None,
+            _guard: guard,
+        }
+    }
+
+    /// The status for a stage: `Noreply` where negotiated, else `Continue`.
+    fn next(&self, stage: ProtoOpts) -> Status {
+        if self.negotiated.noreply.contains(stage) {
+            Status::Noreply
+        } else {
+            Status::Continue
+        }
+    }
+
+    pub fn connect(&mut self, socket_ip: Option<IpAddr>, macros: Macros) -> Status {
+        // Postfix connects again after XCLIENT: a message still open belongs to the old client.
+        self.finish_unfinished();
+        let client_ip = socket_ip.map(ip::canonical).or_else(|| macros.client_addr.as_deref().and_then(ip::parse_mta_addr));
+        self.conn = ConnectionFacts {
+            client_ip,
+            host: macros.host,
+            daemon_name: macros.daemon_name,
+        };
+        debug!(
+            client = %privacy::ip_for_log(client_ip, &self.config.privacy),
+            daemon = self.conn.daemon_name.as_deref().unwrap_or("-"),
+            "connect"
+        );
+        self.next(ProtoOpts::NOREPLY_CONNECT)
+    }
+
+    pub fn mail(&mut self, sender: &str, macros: Macros) -> Status {
+        self.finish_unfinished();
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+        self.msg = Some(MessageFacts {
+            queue_id: macros.queue_id,
+            sender: unbracket(sender).to_string(),
+            authenticated: set(&macros.auth_type) || set(&macros.auth_authen),
+            ..Default::default()
+        });
+        self.next(ProtoOpts::NOREPLY_MAIL)
+    }
+
+    pub fn rcpt(&mut self, recipient: &str, macros: Macros) -> Status {
+        if let Some(msg) = &mut self.msg {
+            let address = match unbracket(recipient) {
+                "" => macros.rcpt_addr.unwrap_or_default(),
+                a => a.to_string(),
+            };
+            msg.recipients.push(Recipient {
+                address,
+                mailer: macros.rcpt_mailer,
+            });
+            msg.queue_id = macros.queue_id.or(msg.queue_id.take());
+        }
+        self.next(ProtoOpts::NOREPLY_RCPT)
+    }
+
+    /// DATA and end of header only bring the queue id.
+    pub fn queue_id(&mut self, queue_id: Option<String>, stage: ProtoOpts) -> Status {
+        if let (Some(msg), Some(id)) = (&mut self.msg, queue_id) {
+            msg.queue_id = Some(id);
+        }
+        self.next(stage)
+    }
+
+    pub fn header(&mut self, name: &[u8], value: &[u8]) -> Status {
+        if let Some(msg) = &mut self.msg {
+            msg.header(name, value, &self.config);
+        }
+        self.next(ProtoOpts::NOREPLY_HEADER)
+    }
+
+    pub fn body(&mut self, len: usize) -> Status {
+        if let Some(msg) = &mut self.msg {
+            msg.size += len as u64;
+        }
+        self.next(ProtoOpts::NOREPLY_BODY)
+    }
+
+    /// End of message: decide, record the event, apply the edits, answer the MTA.
+    pub async fn eom(&mut self, queue_id: Option<String>, mta: &impl ContextActions) -> Status {
+        let Some(mut msg) = self.msg.take() else {
+            return Status::Continue;
+        };
+        if queue_id.is_some() {
+            msg.queue_id = queue_id;
+        }
+        msg.size += 2; // the empty line between header and body
+        let config = Arc::clone(&self.config);
+        let class = classify(&self.conn, &msg, &config);
+        let actions = rules::decide(&self.conn, &msg, &class, &config);
+        let qid = msg.queue_id.clone().unwrap_or_else(|| "-".into());
+        let labels = rules::labels(&actions);
+        if actions.iter().any(|a| a.label == originating_ip::DROPPED_INVALID) {
+            warn!(
+                queue_id = %qid,
+                "dropped an unparsable {} value from webmail host {}",
+                config.rules.originating_ip.header.as_str(),
+                privacy::ip_for_log(self.conn.client_ip, &config.privacy)
+            );
+        }
+        info!(
+            queue_id = %qid,
+            direction = %class.direction,
+            transit = class.transit,
+            client = %privacy::ip_for_log(self.conn.client_ip, &config.privacy),
+            authenticated = class.authenticated,
+            sender = %self.log_address(&msg.sender),
+            recipients = class.local.len(),
+            actions = %labels.join(","),
+            dry_run = config.dry_run,
+            "message"
+        );
+
+        if config.events.enabled {
+            let event = self.event(&msg, &class, Outcome::Accepted, labels);
+            if let Err(e) = self.events.commit(event).await {
+                error!(queue_id = %qid, "event not recorded: {e}");
+                if config.events.on_error == OnError::Tempfail {
+                    return Status::Tempfail;
+                }
+            }
+        }
+
+        if config.dry_run {
+            return Status::Continue;
+        }
+        if !self.negotiated.can_edit {
+            if actions.iter().any(|a| a.edit.is_some()) {
+                warn!(queue_id = %qid, "header edits skipped: the MTA does not allow header changes");
+            }
+            return Status::Continue;
+        }
+        match apply(&actions, mta).await {
+            Ok(()) => Status::Continue,
+            Err(e) => {
+                error!(queue_id = %qid, "cannot edit the header: {e}");
+                Status::Tempfail
+            }
+        }
+    }
+
+    /// The MTA gave up the message (RSET, a rejected transaction, a lost client).
+    pub fn abort(&mut self) {
+        self.finish_unfinished();
+    }
+
+    /// Records an event for a message that started but never reached end of message.
+    fn finish_unfinished(&mut self) {
+        let Some(msg) = self.msg.take() else {
+            return;
+        };
+        // The MTA reports refused recipients with mailer "error": if it refused them all, the
+        // transaction was rejected rather than given up by the client.
+        let outcome = if !msg.recipients.is_empty() && msg.recipients.iter().all(Recipient::rejected) {
+            Outcome::Rejected
+        } else {
+            Outcome::Aborted
+        };
+        info!(
+            queue_id = msg.queue_id.as_deref().unwrap_or("-"),
+            client = %privacy::ip_for_log(self.conn.client_ip, &self.config.privacy),
+            outcome = if outcome == Outcome::Rejected { "rejected" } else { "aborted" },
+            "message not completed"
+        );
+        if self.config.events.enabled {
+            let class = classify(&self.conn, &msg, &self.config);
+            let event = self.event(&msg, &class, outcome, Vec::new());
+            self.events.record(event);
+        }
+    }
+
+    fn event(&self, msg: &MessageFacts, class: &Classification, outcome: Outcome, actions: Vec<String>) -> Event {
+        Event::build(
+            Parts {
+                conn: &self.conn,
+                msg,
+                class,
+                outcome,
+                actions,
+                host: self.conn.host.as_deref().unwrap_or(&self.default_host),
+                config: &self.config,
+            },
+            chrono::Utc::now(),
+        )
+    }
+
+    /// An address for a log line, as much as `[privacy] address` allows.
+    fn log_address(&self, address: &str) -> String {
+        if address.is_empty() {
+            return "<>".into();
+        }
+        let view = privacy::address(address, &self.config.privacy);
+        view.address.or(view.domain).unwrap_or_else(|| "-".into())
+    }
+}
+
+impl Drop for Session {
+    /// A connection that ends in the middle of a message still leaves its event.
+    fn drop(&mut self) {
+        self.finish_unfinished();
+    }
+}
+
+/// Sends the edits to the MTA, deletions first in reverse index order.
+async fn apply(actions: &[Action], mta: &impl ContextActions) -> Result<(), indymilter::ActionError> {
+    for edit in rules::ordered_edits(actions) {
+        match edit {
+            Edit::Delete { name, index } => {
+                mta.change_header(name.as_str(), *index, None::<&str>).await?;
+            }
+            Edit::Add { name, value } => {
+                mta.add_header(name.as_str(), value.as_str()).await?;
+            }
+        }
+    }
+    Ok(())
+}

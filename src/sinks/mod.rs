@@ -1,0 +1,161 @@
+//! Where events go. One writer thread owns every sink and writes events in batches (group
+//! commit): whatever queued up while the last batch was written goes out together, with one
+//! sync, and each message that waits for its event is answered when its batch is durable.
+//!
+//! A sink that fails does not lose the event: it is logged in full (already pseudonymised) at
+//! error level, and the waiting message learns of the failure so `events.on_error` applies.
+
+mod jsonl;
+mod log;
+
+use crate::{
+    config::{Config, SinkKind},
+    event::Event,
+};
+use std::{io, thread};
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+
+/// A destination for events.
+trait Sink: Send {
+    fn name(&self) -> &'static str;
+    /// Writes a batch and makes it durable before returning.
+    fn write(&mut self, batch: &[Event]) -> io::Result<()>;
+}
+
+fn open_sinks(config: &Config) -> io::Result<Vec<Box<dyn Sink>>> {
+    if !config.events.enabled {
+        return Ok(Vec::new());
+    }
+    config
+        .events
+        .sinks
+        .iter()
+        .map(|kind| -> io::Result<Box<dyn Sink>> {
+            Ok(match kind {
+                SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
+                SinkKind::Log => Box::new(log::LogSink),
+            })
+        })
+        .collect()
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+enum Request {
+    Event(Box<Event>, Option<Ack>),
+    /// Re-open every sink from this configuration (SIGHUP: new paths, rotated files).
+    Reopen(Box<Config>, oneshot::Sender<Result<(), String>>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+/// Most events written in one batch.
+const MAX_BATCH: usize = 512;
+
+impl EventWriter {
+    /// Opens the sinks (failing at once if one cannot be opened) and starts the writer thread.
+    pub fn start(config: &Config) -> io::Result<Self> {
+        let sinks = open_sinks(config)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || writer(sinks, rx))?;
+        Ok(Self { tx })
+    }
+
+    /// Writes an event and waits until it is durable in every sink.
+    pub async fn commit(&self, event: Event) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Request::Event(Box::new(event), Some(ack)))
+            .map_err(|_| "the event writer has stopped".to_string())?;
+        done.await.map_err(|_| "the event writer has stopped".to_string())?
+    }
+
+    /// Queues an event without waiting (aborted messages: nobody is waiting for an answer).
+    pub fn record(&self, event: Event) {
+        if let Err(e) = self.tx.send(Request::Event(Box::new(event), None)) {
+            if let Request::Event(event, _) = e.0 {
+                error!(event = %event.to_json(), "event writer stopped; event kept in this log line");
+            }
+        }
+    }
+
+    /// Re-opens the sinks from `config`; on failure the old sinks stay.
+    pub async fn reopen(&self, config: &Config) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Request::Reopen(Box::new(config.clone()), ack))
+            .map_err(|_| "the event writer has stopped".to_string())?;
+        done.await.map_err(|_| "the event writer has stopped".to_string())?
+    }
+
+    /// Writes what is queued and stops the writer.
+    pub async fn stop(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Request::Stop(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut batch: Vec<Event> = Vec::new();
+    let mut acks: Vec<Ack> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut pending = Some(first);
+        // Gather what is queued, up to a control request, which is handled after the batch.
+        let mut control = None;
+        while let Some(request) = pending.take() {
+            match request {
+                Request::Event(event, ack) => {
+                    batch.push(*event);
+                    acks.extend(ack);
+                    if batch.len() < MAX_BATCH {
+                        pending = rx.try_recv().ok();
+                    }
+                }
+                other => control = Some(other),
+            }
+        }
+        if !batch.is_empty() {
+            let result = write_all(&mut sinks, &batch);
+            for ack in acks.drain(..) {
+                let _ = ack.send(result.clone());
+            }
+            batch.clear();
+        }
+        match control {
+            Some(Request::Reopen(config, ack)) => {
+                let result = open_sinks(&config).map(|new| sinks = new).map_err(|e| e.to_string());
+                let _ = ack.send(result);
+            }
+            Some(Request::Stop(ack)) => {
+                let _ = ack.send(());
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn write_all(sinks: &mut [Box<dyn Sink>], batch: &[Event]) -> Result<(), String> {
+    let mut failure = None;
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.write(batch) {
+            let message = format!("cannot write events to the {} sink: {e}", sink.name());
+            error!("{message}; the {} events of this batch follow in full", batch.len());
+            for event in batch {
+                error!(sink = sink.name(), event = %event.to_json(), "event not written");
+            }
+            failure = Some(message);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
