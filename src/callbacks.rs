@@ -54,7 +54,9 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
         })
         .on_header(|cx, name, value| {
             Box::pin(async move {
-                with_session(&mut cx.data, |s| s.header(name.as_bytes(), value.as_bytes()))
+                with_session(&mut cx.data, |s| {
+                    s.header(name.as_bytes(), value.as_bytes())
+                })
             })
         })
         .on_eoh(|cx| {
@@ -76,10 +78,12 @@ pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
             })
         })
         .on_abort(|cx| {
-            Box::pin(async move { with_session(&mut cx.data, |s| {
-                s.abort();
-                Status::Continue
-            }) })
+            Box::pin(async move {
+                with_session(&mut cx.data, |s| {
+                    s.abort();
+                    Status::Continue
+                })
+            })
         })
 }
 
@@ -173,7 +177,10 @@ mod tests {
     #[test]
     fn asks_only_for_what_is_offered() {
         let (actions, opts, n) = negotiate(Actions::all(), ProtoOpts::all());
-        assert_eq!(actions, Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REQUEST_MACROS);
+        assert_eq!(
+            actions,
+            Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REQUEST_MACROS
+        );
         assert_eq!(opts, WANTED_OPTS);
         assert!(n.can_edit && n.noreply.contains(ProtoOpts::NOREPLY_BODY));
 

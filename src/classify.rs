@@ -66,10 +66,13 @@ pub fn classify(conn: &ConnectionFacts, msg: &MessageFacts, config: &Config) -> 
     let local: Vec<bool> = msg
         .accepted_recipients()
         .map(|r| {
-            let by_mailer = r
-                .mailer
-                .as_deref()
-                .is_some_and(|m| config.domains.local_mailers.iter().any(|l| l.eq_ignore_ascii_case(m)));
+            let by_mailer = r.mailer.as_deref().is_some_and(|m| {
+                config
+                    .domains
+                    .local_mailers
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(m))
+            });
             by_mailer || domain_of(&r.address).is_some_and(|d| config.is_local_domain(&d))
         })
         .collect();
@@ -103,8 +106,12 @@ mod tests {
         let mut c = Config::default();
         c.local_domains.insert("example.org".into());
         c.domains.local = vec![Domain::try_from("example.org".to_string()).unwrap()];
-        c.networks.trusted.push(Network::try_from("10.0.0.0/8".to_string()).unwrap());
-        c.networks.webmail.push(Network::try_from("10.9.9.9".to_string()).unwrap());
+        c.networks
+            .trusted
+            .push(Network::try_from("10.0.0.0/8".to_string()).unwrap());
+        c.networks
+            .webmail
+            .push(Network::try_from("10.9.9.9".to_string()).unwrap());
         c
     }
 
@@ -135,10 +142,22 @@ mod tests {
         let external = from("198.51.100.7");
         let local = [("bob@example.org", Some("smtp"))];
         let remote = [("carol@remote.example", Some("smtp"))];
-        assert_eq!(classify(&external, &msg(false, &local), &c).direction, Direction::Inbound);
-        assert_eq!(classify(&external, &msg(false, &remote), &c).direction, Direction::Relay);
-        assert_eq!(classify(&external, &msg(true, &local), &c).direction, Direction::Internal);
-        assert_eq!(classify(&external, &msg(true, &remote), &c).direction, Direction::Outbound);
+        assert_eq!(
+            classify(&external, &msg(false, &local), &c).direction,
+            Direction::Inbound
+        );
+        assert_eq!(
+            classify(&external, &msg(false, &remote), &c).direction,
+            Direction::Relay
+        );
+        assert_eq!(
+            classify(&external, &msg(true, &local), &c).direction,
+            Direction::Internal
+        );
+        assert_eq!(
+            classify(&external, &msg(true, &remote), &c).direction,
+            Direction::Outbound
+        );
         let lan = from("10.1.2.3");
         let k = classify(&lan, &msg(false, &remote), &c);
         assert!(k.ours && k.trusted && !k.authenticated && k.transit);
@@ -150,7 +169,14 @@ mod tests {
         let c = config();
         let k = classify(
             &from("198.51.100.7"),
-            &msg(false, &[("a@EXAMPLE.org", None), ("b@remote.example", None), ("c@example.org.", None)]),
+            &msg(
+                false,
+                &[
+                    ("a@EXAMPLE.org", None),
+                    ("b@remote.example", None),
+                    ("c@example.org.", None),
+                ],
+            ),
             &c,
         );
         assert_eq!(k.local, vec![true, false, true]);
@@ -161,7 +187,13 @@ mod tests {
     #[test]
     fn mailer_decides_locality() {
         let c = config();
-        let m = msg(false, &[("x@elsewhere.example", Some("virtual")), ("y@elsewhere.example", Some("LMTP"))]);
+        let m = msg(
+            false,
+            &[
+                ("x@elsewhere.example", Some("virtual")),
+                ("y@elsewhere.example", Some("LMTP")),
+            ],
+        );
         let k = classify(&from("198.51.100.7"), &m, &c);
         assert_eq!(k.local, vec![true, true]);
         assert_eq!(k.direction, Direction::Inbound);
@@ -172,7 +204,13 @@ mod tests {
     #[test]
     fn rejected_recipients_do_not_count() {
         let c = config();
-        let m = msg(false, &[("bob@example.org", None), ("x@remote.example", Some("error"))]);
+        let m = msg(
+            false,
+            &[
+                ("bob@example.org", None),
+                ("x@remote.example", Some("error")),
+            ],
+        );
         let k = classify(&from("198.51.100.7"), &m, &c);
         assert_eq!(k.local, vec![true]);
         assert_eq!(k.direction, Direction::Inbound);

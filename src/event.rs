@@ -79,7 +79,15 @@ pub struct Parts<'a> {
 
 impl Event {
     pub fn build(parts: Parts<'_>, now: DateTime<Utc>) -> Self {
-        let Parts { conn, msg, class, outcome, actions, host, config } = parts;
+        let Parts {
+            conn,
+            msg,
+            class,
+            outcome,
+            actions,
+            host,
+            config,
+        } = parts;
         let policy = &config.privacy;
         let retention_class = match outcome {
             Outcome::Rejected | Outcome::Tempfailed => "rejected",

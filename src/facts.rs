@@ -66,7 +66,8 @@ impl HeaderCopies {
     fn push(&mut self, value: &[u8]) {
         self.count = self.count.saturating_add(1);
         if self.values.len() < MAX_KEPT_VALUES {
-            self.values.push(value[..value.len().min(MAX_KEPT_VALUE_LEN)].to_vec());
+            self.values
+                .push(value[..value.len().min(MAX_KEPT_VALUE_LEN)].to_vec());
         }
     }
 }
@@ -137,8 +138,15 @@ mod tests {
         facts.header(b"Subject", b"hello", &config);
         assert_eq!(facts.originating_ip.count, 100);
         assert_eq!(facts.originating_ip.values.len(), MAX_KEPT_VALUES);
-        assert!(facts.originating_ip.values.iter().all(|v| v.len() == MAX_KEPT_VALUE_LEN));
+        assert!(facts
+            .originating_ip
+            .values
+            .iter()
+            .all(|v| v.len() == MAX_KEPT_VALUE_LEN));
         assert_eq!(facts.transit_tag.count, 1);
-        assert_eq!(facts.size, 100 * (16 + 10_000 + 4) + (9 + 5 + 4) + (7 + 5 + 4));
+        assert_eq!(
+            facts.size,
+            100 * (16 + 10_000 + 4) + (9 + 5 + 4) + (7 + 5 + 4)
+        );
     }
 }

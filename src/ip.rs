@@ -37,7 +37,11 @@ pub fn parse_header_value(raw: &[u8]) -> Option<IpAddr> {
         None => inner,
     };
     let inner = strip_ipv6_tag(inner);
-    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') {
+    if inner.is_empty()
+        || !inner
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
+    {
         return None;
     }
     inner.parse::<IpAddr>().ok().map(canonical)
@@ -109,7 +113,10 @@ mod tests {
 
     #[test]
     fn mta_addresses() {
-        assert_eq!(parse_mta_addr("IPv6:2001:db8::1"), "2001:db8::1".parse().ok());
+        assert_eq!(
+            parse_mta_addr("IPv6:2001:db8::1"),
+            "2001:db8::1".parse().ok()
+        );
         assert_eq!(parse_mta_addr("[IPv6:::1]"), "::1".parse().ok());
         assert_eq!(parse_mta_addr("192.0.2.1"), "192.0.2.1".parse().ok());
         assert_eq!(parse_mta_addr("localhost"), None);
@@ -118,7 +125,10 @@ mod tests {
 
     #[test]
     fn written_values() {
-        assert_eq!(header_value("2001:db8::1".parse().unwrap()), "[2001:db8::1]");
+        assert_eq!(
+            header_value("2001:db8::1".parse().unwrap()),
+            "[2001:db8::1]"
+        );
         assert_eq!(header_value("192.0.2.1".parse().unwrap()), "[192.0.2.1]");
     }
 }

@@ -167,10 +167,16 @@ pub async fn run(
     gate.close();
     let open = *shared.sessions.borrow();
     if open > 0 {
-        info!("stopping: waiting up to {}s for {open} open sessions", SHUTDOWN_GRACE.as_secs());
+        info!(
+            "stopping: waiting up to {}s for {open} open sessions",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
     let mut gauge = shared.sessions.subscribe();
-    if tokio::time::timeout(SHUTDOWN_GRACE, gauge.wait_for(|n| *n == 0)).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, gauge.wait_for(|n| *n == 0))
+        .await
+        .is_err()
+    {
         warn!("stopping with {} sessions still open", *gauge.borrow());
     }
     let _ = drained.send(());

@@ -41,9 +41,12 @@ impl Drop for UnixSocket {
 impl Listener {
     /// Binds the configured socket.
     pub async fn bind(config: &Config) -> io::Result<Self> {
-        let context = |e: io::Error| io::Error::new(e.kind(), format!("socket {}: {e}", config.socket));
+        let context =
+            |e: io::Error| io::Error::new(e.kind(), format!("socket {}: {e}", config.socket));
         match &config.socket {
-            SocketSpec::Inet(addr) => Ok(Self::Tcp(TcpListener::bind(addr).await.map_err(context)?)),
+            SocketSpec::Inet(addr) => {
+                Ok(Self::Tcp(TcpListener::bind(addr).await.map_err(context)?))
+            }
             SocketSpec::Unix(path) => bind_unix(path, config).map(Self::Unix).map_err(context),
         }
     }
@@ -75,7 +78,9 @@ fn bind_unix(path: &Path, config: &Config) -> io::Result<UnixSocket> {
         let group = nix::unistd::Group::from_name(&config.socket_group)
             .ok()
             .flatten()
-            .ok_or_else(|| io::Error::other(format!("group {} does not exist", config.socket_group)))?;
+            .ok_or_else(|| {
+                io::Error::other(format!("group {} does not exist", config.socket_group))
+            })?;
         chown(path, None, Some(group.gid.as_raw()))?;
     }
     fs::set_permissions(path, fs::Permissions::from_mode(config.socket_mode.0))?;
@@ -162,7 +167,11 @@ impl QuickAckStream {
 }
 
 impl AsyncRead for QuickAckStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -174,7 +183,11 @@ impl AsyncRead for QuickAckStream {
 }
 
 impl AsyncWrite for QuickAckStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

@@ -73,9 +73,10 @@ fn main() -> ExitCode {
         Command::Run => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::new(format!("{},indymilter=warn", config.log.level.as_str())),
-                )
+                .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+                    "{},indymilter=warn",
+                    config.log.level.as_str()
+                )))
                 .init();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -105,8 +106,15 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
         "privacy-milter {} listening on {}{}",
         env!("CARGO_PKG_VERSION"),
         config.socket,
-        if config.dry_run { " (dry run: no header is changed)" } else { "" }
+        if config.dry_run {
+            " (dry run: no header is changed)"
+        } else {
+            ""
+        }
     );
+
+    // Readiness for systemd's Type=notify; does nothing without NOTIFY_SOCKET.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     let (reload_tx, reload_rx) = mpsc::channel(4);
     tokio::spawn(async move {
@@ -122,6 +130,7 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
             _ = terminate.recv() => info!("SIGTERM: stopping"),
             _ = interrupt.recv() => info!("SIGINT: stopping"),
         }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     };
     privacy_milter::run(listener, config, reload_rx, shutdown).await
 }

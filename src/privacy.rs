@@ -71,10 +71,19 @@ mod tests {
     #[test]
     fn ips() {
         let t = policy(IpPrivacy::Truncated, AddressPrivacy::Domain);
-        assert_eq!(ip("203.0.113.77".parse().unwrap(), &t).unwrap(), "203.0.113.0/24");
-        assert_eq!(ip("2001:db8:1:2::9".parse().unwrap(), &t).unwrap(), "2001:db8:1::/48");
+        assert_eq!(
+            ip("203.0.113.77".parse().unwrap(), &t).unwrap(),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            ip("2001:db8:1:2::9".parse().unwrap(), &t).unwrap(),
+            "2001:db8:1::/48"
+        );
         let f = policy(IpPrivacy::Full, AddressPrivacy::Domain);
-        assert_eq!(ip("203.0.113.77".parse().unwrap(), &f).unwrap(), "203.0.113.77");
+        assert_eq!(
+            ip("203.0.113.77".parse().unwrap(), &f).unwrap(),
+            "203.0.113.77"
+        );
         let o = policy(IpPrivacy::Omit, AddressPrivacy::Domain);
         assert_eq!(ip("203.0.113.77".parse().unwrap(), &o), None);
         assert_eq!(ip_for_log("203.0.113.77".parse().ok(), &o), "-");
@@ -85,10 +94,16 @@ mod tests {
         let d = policy(IpPrivacy::Omit, AddressPrivacy::Domain);
         assert_eq!(
             address("Alice@Example.org", &d),
-            AddressView { address: None, domain: Some("example.org".into()) }
+            AddressView {
+                address: None,
+                domain: Some("example.org".into())
+            }
         );
         let f = policy(IpPrivacy::Omit, AddressPrivacy::Full);
-        assert_eq!(address("alice@example.org", &f).address.as_deref(), Some("alice@example.org"));
+        assert_eq!(
+            address("alice@example.org", &f).address.as_deref(),
+            Some("alice@example.org")
+        );
         let o = policy(IpPrivacy::Omit, AddressPrivacy::Omit);
         assert_eq!(address("alice@example.org", &o), AddressView::default());
     }

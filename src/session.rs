@@ -6,8 +6,7 @@ use crate::{
     config::{Config, OnError},
     event::{Event, Outcome, Parts},
     facts::{unbracket, ConnectionFacts, MessageFacts, Recipient},
-    ip,
-    privacy,
+    ip, privacy,
     rules::{self, originating_ip, Action, Edit},
     sinks::EventWriter,
 };
@@ -96,7 +95,9 @@ impl Session {
     pub fn connect(&mut self, socket_ip: Option<IpAddr>, macros: Macros) -> Status {
         // Postfix connects again after XCLIENT: a message still open belongs to the old client.
         self.finish_unfinished();
-        let client_ip = socket_ip.map(ip::canonical).or_else(|| macros.client_addr.as_deref().and_then(ip::parse_mta_addr));
+        let client_ip = socket_ip
+            .map(ip::canonical)
+            .or_else(|| macros.client_addr.as_deref().and_then(ip::parse_mta_addr));
         self.conn = ConnectionFacts {
             client_ip,
             host: macros.host,
@@ -173,7 +174,10 @@ impl Session {
         let actions = rules::decide(&self.conn, &msg, &class, &config);
         let qid = msg.queue_id.clone().unwrap_or_else(|| "-".into());
         let labels = rules::labels(&actions);
-        if actions.iter().any(|a| a.label == originating_ip::DROPPED_INVALID) {
+        if actions
+            .iter()
+            .any(|a| a.label == originating_ip::DROPPED_INVALID)
+        {
             warn!(
                 queue_id = %qid,
                 "dropped an unparsable {} value from webmail host {}",
@@ -234,11 +238,12 @@ impl Session {
         };
         // The MTA reports refused recipients with mailer "error": if it refused them all, the
         // transaction was rejected rather than given up by the client.
-        let outcome = if !msg.recipients.is_empty() && msg.recipients.iter().all(Recipient::rejected) {
-            Outcome::Rejected
-        } else {
-            Outcome::Aborted
-        };
+        let outcome =
+            if !msg.recipients.is_empty() && msg.recipients.iter().all(Recipient::rejected) {
+                Outcome::Rejected
+            } else {
+                Outcome::Aborted
+            };
         info!(
             queue_id = msg.queue_id.as_deref().unwrap_or("-"),
             client = %privacy::ip_for_log(self.conn.client_ip, &self.config.privacy),
@@ -252,7 +257,13 @@ impl Session {
         }
     }
 
-    fn event(&self, msg: &MessageFacts, class: &Classification, outcome: Outcome, actions: Vec<String>) -> Event {
+    fn event(
+        &self,
+        msg: &MessageFacts,
+        class: &Classification,
+        outcome: Outcome,
+        actions: Vec<String>,
+    ) -> Event {
         Event::build(
             Parts {
                 conn: &self.conn,
@@ -285,11 +296,15 @@ impl Drop for Session {
 }
 
 /// Sends the edits to the MTA, deletions first in reverse index order.
-async fn apply(actions: &[Action], mta: &impl ContextActions) -> Result<(), indymilter::ActionError> {
+async fn apply(
+    actions: &[Action],
+    mta: &impl ContextActions,
+) -> Result<(), indymilter::ActionError> {
     for edit in rules::ordered_edits(actions) {
         match edit {
             Edit::Delete { name, index } => {
-                mta.change_header(name.as_str(), *index, None::<&str>).await?;
+                mta.change_header(name.as_str(), *index, None::<&str>)
+                    .await?;
             }
             Edit::Add { name, value } => {
                 mta.add_header(name.as_str(), value.as_str()).await?;

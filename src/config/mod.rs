@@ -52,7 +52,11 @@ impl Source {
     pub fn load(&self) -> Result<Config, ConfigError> {
         let file = self.path.display().to_string();
         if let Err(e) = fs::metadata(&self.path) {
-            return Err(ConfigError::single(&file, "", format!("cannot read the file: {e}")));
+            return Err(ConfigError::single(
+                &file,
+                "",
+                format!("cannot read the file: {e}"),
+            ));
         }
         let figment = Figment::new()
             .merge(Toml::file_exact(&self.path))
@@ -62,7 +66,9 @@ impl Source {
                     .split("__"),
             )
             .merge(Serialized::defaults(&self.overrides));
-        let mut config: Config = figment.extract().map_err(|e| ConfigError::from_figment(&file, e))?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::from_figment(&file, e))?;
         // Where a key was set, for errors found after extraction.
         let origin = |key: &str| {
             figment
@@ -83,14 +89,27 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
     if config.privacy.ipv6_prefix > 128 {
         return Err(("privacy.ipv6_prefix", "must be at most 128".into()));
     }
-    if config.rules.originating_ip.header.matches(config.rules.transit_tag.header.as_str()) {
+    if config
+        .rules
+        .originating_ip
+        .header
+        .matches(config.rules.transit_tag.header.as_str())
+    {
         return Err((
             "rules.transit_tag.header",
             "must differ from rules.originating_ip.header".into(),
         ));
     }
-    if config.domains.local_mailers.iter().any(|m| m.trim().is_empty()) {
-        return Err(("domains.local_mailers", "contains an empty mailer name".into()));
+    if config
+        .domains
+        .local_mailers
+        .iter()
+        .any(|m| m.trim().is_empty())
+    {
+        return Err((
+            "domains.local_mailers",
+            "contains an empty mailer name".into(),
+        ));
     }
     if config.events.enabled && config.events.sinks.is_empty() {
         return Err((
@@ -99,8 +118,13 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
                 .into(),
         ));
     }
-    if config.events.sinks.contains(&SinkKind::Jsonl) && config.events.jsonl.path.as_os_str().is_empty() {
-        return Err(("events.jsonl.path", "is empty but the jsonl sink is enabled".into()));
+    if config.events.sinks.contains(&SinkKind::Jsonl)
+        && config.events.jsonl.path.as_os_str().is_empty()
+    {
+        return Err((
+            "events.jsonl.path",
+            "is empty but the jsonl sink is enabled".into(),
+        ));
     }
     if !config.socket_group.is_empty() && matches!(config.socket, SocketSpec::Unix(_)) {
         match nix::unistd::Group::from_name(&config.socket_group) {
@@ -108,14 +132,23 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
             _ => {
                 return Err((
                     "socket_group",
-                    format!("group {:?} does not exist on this system", config.socket_group),
+                    format!(
+                        "group {:?} does not exist on this system",
+                        config.socket_group
+                    ),
                 ))
             }
         }
     }
-    let mut domains: HashSet<String> = config.domains.local.iter().map(|d| d.as_str().to_string()).collect();
+    let mut domains: HashSet<String> = config
+        .domains
+        .local
+        .iter()
+        .map(|d| d.as_str().to_string())
+        .collect();
     if !config.domains.local_file.as_os_str().is_empty() {
-        let listed = read_domain_file(&config.domains.local_file).map_err(|e| ("domains.local_file", e))?;
+        let listed =
+            read_domain_file(&config.domains.local_file).map_err(|e| ("domains.local_file", e))?;
         domains.extend(listed.into_iter().map(String::from));
     }
     config.local_domains = domains;
@@ -124,7 +157,8 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
 
 /// Reads one domain per line; blank lines and `#` comments are skipped.
 fn read_domain_file(path: &std::path::Path) -> Result<Vec<Domain>, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     text.lines()
         .enumerate()
         .map(|(n, line)| (n, line.split('#').next().unwrap_or("").trim()))
@@ -207,7 +241,11 @@ impl ConfigError {
                     .as_ref()
                     .map(|md| describe_source(md, &key))
                     .unwrap_or_else(|| file.to_string());
-                Problem { origin, key, message }
+                Problem {
+                    origin,
+                    key,
+                    message,
+                }
             })
             .collect();
         Self { problems }
@@ -247,7 +285,10 @@ impl Config {
             if n.is_empty() {
                 "none".to_string()
             } else {
-                n.iter().map(|n| n.0.to_string()).collect::<Vec<_>>().join(", ")
+                n.iter()
+                    .map(|n| n.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         let oip = &self.rules.originating_ip;

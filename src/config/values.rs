@@ -119,11 +119,11 @@ impl TryFrom<String> for Network {
             .parse()
             .map_err(|_| bad(format!("{addr:?} is not an IP address")))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| bad(format!("the prefix length must be a number from 0 to {max}")))?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(|| {
+            bad(format!(
+                "the prefix length must be a number from 0 to {max}"
+            ))
+        })?;
         Ok(Self(IpNet::new(addr, prefix).expect("prefix checked")))
     }
 }
@@ -192,9 +192,7 @@ impl TryFrom<String> for Period {
             format!("invalid duration {s:?}: expected a whole number and a unit s, m, h or d, such as \"90d\"")
         };
         let text = s.trim();
-        let unit_at = text
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(bad)?;
+        let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (number, unit) = text.split_at(unit_at);
         let number: u64 = number.parse().map_err(|_| bad())?;
         let seconds = match unit {
@@ -302,18 +300,30 @@ mod tests {
             SocketSpec::Unix("/run/x.sock".into())
         );
         assert_eq!(
-            "inet:8894@127.0.0.1".parse::<SocketSpec>().unwrap().to_string(),
+            "inet:8894@127.0.0.1"
+                .parse::<SocketSpec>()
+                .unwrap()
+                .to_string(),
             "inet:8894@127.0.0.1"
         );
         assert_eq!(
-            "inet6:8894@[::1]".parse::<SocketSpec>().unwrap().to_string(),
+            "inet6:8894@[::1]"
+                .parse::<SocketSpec>()
+                .unwrap()
+                .to_string(),
             "inet6:8894@[::1]"
         );
         assert_eq!(
             "inet:25".parse::<SocketSpec>().unwrap().to_string(),
             "inet:25@0.0.0.0"
         );
-        for bad in ["unix:relative", "inet:x@1.2.3.4", "inet6:1@1.2.3.4", "tcp:1", "inet:1@host"] {
+        for bad in [
+            "unix:relative",
+            "inet:x@1.2.3.4",
+            "inet6:1@1.2.3.4",
+            "tcp:1",
+            "inet:1@host",
+        ] {
             assert!(bad.parse::<SocketSpec>().is_err(), "{bad}");
         }
     }
@@ -323,7 +333,10 @@ mod tests {
         assert!(Network::try_from("10.0.0.0/8".to_string()).is_ok());
         assert!(Network::try_from("2001:db8::/32".to_string()).is_ok());
         assert_eq!(
-            Network::try_from("192.0.2.1".to_string()).unwrap().0.prefix_len(),
+            Network::try_from("192.0.2.1".to_string())
+                .unwrap()
+                .0
+                .prefix_len(),
             32
         );
         let e = Network::try_from("10.0.0.0/33".to_string()).unwrap_err();
@@ -354,7 +367,9 @@ mod tests {
     #[test]
     fn domains_and_modes() {
         assert_eq!(
-            Domain::try_from("Example.ORG.".to_string()).unwrap().as_str(),
+            Domain::try_from("Example.ORG.".to_string())
+                .unwrap()
+                .as_str(),
             "example.org"
         );
         assert!(Domain::try_from("exa mple.org".to_string()).is_err());

@@ -118,6 +118,9 @@ mod tests {
             })
             .collect();
         assert_eq!(order, ["-X-A3", "-X-A1", "-X-B2", "+X-A"]);
-        assert_eq!(labels(&actions), ["a.added", "a.removed", "b.removed", "a.noted"]);
+        assert_eq!(
+            labels(&actions),
+            ["a.added", "a.removed", "b.removed", "a.noted"]
+        );
     }
 }

@@ -63,7 +63,11 @@ pub fn decide(
         }
     }
     // The header is written afresh in our format, so every copy that arrived goes.
-    let label = if class.webmail { FROM_WEBMAIL } else { REMOVED_FORGED };
+    let label = if class.webmail {
+        FROM_WEBMAIL
+    } else {
+        REMOVED_FORGED
+    };
     for index in (1..=copies.count).rev() {
         actions.push(Action::delete(label, name, index));
     }
@@ -80,11 +84,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        classify::Direction,
-        facts::HeaderCopies,
-        rules::Edit,
-    };
+    use crate::{classify::Direction, facts::HeaderCopies, rules::Edit};
 
     fn class(authenticated: bool, trusted: bool, webmail: bool) -> Classification {
         Classification {
@@ -136,7 +136,12 @@ mod tests {
     #[test]
     fn authenticated_client_gets_header_and_loses_forgeries() {
         let cfg = OriginatingIp::default();
-        let a = decide(&conn("2001:db8::5"), &msg(&["[1.2.3.4]", "5.6.7.8"]), &class(true, false, false), &cfg);
+        let a = decide(
+            &conn("2001:db8::5"),
+            &msg(&["[1.2.3.4]", "5.6.7.8"]),
+            &class(true, false, false),
+            &cfg,
+        );
         assert_eq!(edits(&a), [del(2), del(1), add("[2001:db8::5]")]);
         assert_eq!(a[0].label, REMOVED_FORGED);
     }
@@ -144,24 +149,60 @@ mod tests {
     #[test]
     fn external_mail_is_left_alone() {
         let cfg = OriginatingIp::default();
-        assert!(decide(&conn("198.51.100.1"), &msg(&["[1.2.3.4]"]), &class(false, false, false), &cfg).is_empty());
+        assert!(decide(
+            &conn("198.51.100.1"),
+            &msg(&["[1.2.3.4]"]),
+            &class(false, false, false),
+            &cfg
+        )
+        .is_empty());
     }
 
     #[test]
     fn own_hop_keeps_existing_and_skips_loopback() {
         let cfg = OriginatingIp::default();
-        assert!(decide(&conn("10.0.0.1"), &msg(&["[1.2.3.4]"]), &class(false, true, false), &cfg).is_empty());
-        assert_eq!(edits(&decide(&conn("10.0.0.1"), &msg(&[]), &class(false, true, false), &cfg)), [add("[10.0.0.1]")]);
-        assert!(decide(&conn("127.0.0.1"), &msg(&[]), &class(false, true, false), &cfg).is_empty());
+        assert!(decide(
+            &conn("10.0.0.1"),
+            &msg(&["[1.2.3.4]"]),
+            &class(false, true, false),
+            &cfg
+        )
+        .is_empty());
+        assert_eq!(
+            edits(&decide(
+                &conn("10.0.0.1"),
+                &msg(&[]),
+                &class(false, true, false),
+                &cfg
+            )),
+            [add("[10.0.0.1]")]
+        );
+        assert!(decide(
+            &conn("127.0.0.1"),
+            &msg(&[]),
+            &class(false, true, false),
+            &cfg
+        )
+        .is_empty());
         assert!(decide(&conn(""), &msg(&[]), &class(false, true, false), &cfg).is_empty());
     }
 
     #[test]
     fn webmail_value_is_validated() {
         let cfg = OriginatingIp::default();
-        let a = decide(&conn("10.9.9.9"), &msg(&[" 198.51.100.23 "]), &class(false, true, true), &cfg);
+        let a = decide(
+            &conn("10.9.9.9"),
+            &msg(&[" 198.51.100.23 "]),
+            &class(false, true, true),
+            &cfg,
+        );
         assert_eq!(edits(&a), [del(1), add("[198.51.100.23]")]);
-        let a = decide(&conn("10.9.9.9"), &msg(&["1.2.3.4\r\nBcc: x@y"]), &class(false, true, true), &cfg);
+        let a = decide(
+            &conn("10.9.9.9"),
+            &msg(&["1.2.3.4\r\nBcc: x@y"]),
+            &class(false, true, true),
+            &cfg,
+        );
         assert_eq!(edits(&a), [del(1), add("[10.9.9.9]")]);
         assert!(a.iter().any(|a| a.label == DROPPED_INVALID));
     }
@@ -172,9 +213,20 @@ mod tests {
             mode: OriginatingIpMode::Off,
             ..Default::default()
         };
-        let a = decide(&conn("192.0.2.1"), &msg(&["x"]), &class(true, false, false), &cfg);
+        let a = decide(
+            &conn("192.0.2.1"),
+            &msg(&["x"]),
+            &class(true, false, false),
+            &cfg,
+        );
         assert_eq!(edits(&a), [del(1)]);
         cfg.enabled = false;
-        assert!(decide(&conn("192.0.2.1"), &msg(&["x"]), &class(true, false, false), &cfg).is_empty());
+        assert!(decide(
+            &conn("192.0.2.1"),
+            &msg(&["x"]),
+            &class(true, false, false),
+            &cfg
+        )
+        .is_empty());
     }
 }

@@ -64,33 +64,74 @@ mod tests {
 
     #[test]
     fn relay_from_outside_is_tagged_and_forgeries_go() {
-        let e = edits(decide(&msg(2), &class(false, Direction::Relay), &TransitTag::default()));
+        let e = edits(decide(
+            &msg(2),
+            &class(false, Direction::Relay),
+            &TransitTag::default(),
+        ));
         assert_eq!(
             e,
             [
-                Edit::Delete { name: "X-Transit".into(), index: 2 },
-                Edit::Delete { name: "X-Transit".into(), index: 1 },
-                Edit::Add { name: "X-Transit".into(), value: "relay".into() },
+                Edit::Delete {
+                    name: "X-Transit".into(),
+                    index: 2
+                },
+                Edit::Delete {
+                    name: "X-Transit".into(),
+                    index: 1
+                },
+                Edit::Add {
+                    name: "X-Transit".into(),
+                    value: "relay".into()
+                },
             ]
         );
     }
 
     #[test]
     fn inbound_forgery_removed_without_tag() {
-        let e = edits(decide(&msg(1), &class(false, Direction::Inbound), &TransitTag::default()));
-        assert_eq!(e, [Edit::Delete { name: "X-Transit".into(), index: 1 }]);
+        let e = edits(decide(
+            &msg(1),
+            &class(false, Direction::Inbound),
+            &TransitTag::default(),
+        ));
+        assert_eq!(
+            e,
+            [Edit::Delete {
+                name: "X-Transit".into(),
+                index: 1
+            }]
+        );
     }
 
     #[test]
     fn second_pass_is_not_tagged_twice() {
-        assert!(decide(&msg(1), &class(true, Direction::Outbound), &TransitTag::default()).is_empty());
-        let e = edits(decide(&msg(0), &class(true, Direction::Outbound), &TransitTag::default()));
-        assert_eq!(e, [Edit::Add { name: "X-Transit".into(), value: "outbound".into() }]);
+        assert!(decide(
+            &msg(1),
+            &class(true, Direction::Outbound),
+            &TransitTag::default()
+        )
+        .is_empty());
+        let e = edits(decide(
+            &msg(0),
+            &class(true, Direction::Outbound),
+            &TransitTag::default(),
+        ));
+        assert_eq!(
+            e,
+            [Edit::Add {
+                name: "X-Transit".into(),
+                value: "outbound".into()
+            }]
+        );
     }
 
     #[test]
     fn disabled_does_nothing() {
-        let cfg = TransitTag { enabled: false, ..Default::default() };
+        let cfg = TransitTag {
+            enabled: false,
+            ..Default::default()
+        };
         assert!(decide(&msg(1), &class(false, Direction::Relay), &cfg).is_empty());
     }
 }

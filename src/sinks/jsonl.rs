@@ -25,7 +25,12 @@ impl JsonlSink {
             .append(true)
             .mode(0o640)
             .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("events.jsonl.path {}: {e}", path.display())))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("events.jsonl.path {}: {e}", path.display()),
+                )
+            })?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

@@ -75,7 +75,8 @@ impl EventWriter {
         self.tx
             .send(Request::Event(Box::new(event), Some(ack)))
             .map_err(|_| "the event writer has stopped".to_string())?;
-        done.await.map_err(|_| "the event writer has stopped".to_string())?
+        done.await
+            .map_err(|_| "the event writer has stopped".to_string())?
     }
 
     /// Queues an event without waiting (aborted messages: nobody is waiting for an answer).
@@ -93,7 +94,8 @@ impl EventWriter {
         self.tx
             .send(Request::Reopen(Box::new(config.clone()), ack))
             .map_err(|_| "the event writer has stopped".to_string())?;
-        done.await.map_err(|_| "the event writer has stopped".to_string())?
+        done.await
+            .map_err(|_| "the event writer has stopped".to_string())?
     }
 
     /// Writes what is queued and stops the writer.
@@ -133,7 +135,9 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
         }
         match control {
             Some(Request::Reopen(config, ack)) => {
-                let result = open_sinks(&config).map(|new| sinks = new).map_err(|e| e.to_string());
+                let result = open_sinks(&config)
+                    .map(|new| sinks = new)
+                    .map_err(|e| e.to_string());
                 let _ = ack.send(result);
             }
             Some(Request::Stop(ack)) => {
@@ -150,7 +154,10 @@ fn write_all(sinks: &mut [Box<dyn Sink>], batch: &[Event]) -> Result<(), String>
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.write(batch) {
             let message = format!("cannot write events to the {} sink: {e}", sink.name());
-            error!("{message}; the {} events of this batch follow in full", batch.len());
+            error!(
+                "{message}; the {} events of this batch follow in full",
+                batch.len()
+            );
             for event in batch {
                 error!(sink = sink.name(), event = %event.to_json(), "event not written");
             }

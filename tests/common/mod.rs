@@ -1,0 +1,317 @@
+//! Test harness: starts privacy-milter in-process on a loopback port with a test case's own
+//! configuration file, and plays the MTA's side of the milter protocol with indymilter-test.
+#![allow(dead_code)]
+
+use indymilter_test::{EomActions, IntoSocketInfo, MacroStage, SocketInfo, Status, TestConnection};
+use privacy_milter::{Listener, Reload, Source};
+use serde_json::Value;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+use tempfile::TempDir;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+/// A running milter with its own directory for the config file and events.
+pub struct Milter {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    reload: mpsc::Sender<Reload>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The test case configuration `tests/NAME`, with `@DIR@` replaced by a fresh directory.
+pub fn case_config(name: &str, dir: &Path) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.replace("@DIR@", dir.to_str().unwrap())
+}
+
+impl Milter {
+    /// Starts the milter with the configuration file `tests/NAME`.
+    pub async fn start(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("privacy-milter.toml");
+        std::fs::write(&config_path, case_config(name, dir.path())).unwrap();
+        let config = Source::file(&config_path)
+            .load()
+            .expect("test config loads");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (reload, reload_rx) = mpsc::channel(1);
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(privacy_milter::run(
+            Listener::from(listener),
+            config,
+            reload_rx,
+            async move {
+                let _ = shutdown_rx.await;
+            },
+        ));
+        Self {
+            addr,
+            dir,
+            config_path,
+            reload,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Opens a milter connection as an MTA offering every action and option.
+    pub async fn connect(&self) -> TestConnection {
+        TestConnection::open(self.addr)
+            .await
+            .expect("milter accepts")
+    }
+
+    /// Replaces the config file with `tests/NAME` and asks for a reload.
+    pub async fn reload_with(&self, name: &str) -> Result<(), String> {
+        std::fs::write(&self.config_path, case_config(name, self.dir.path())).unwrap();
+        let (request, answer) = Reload::with_reply();
+        self.reload.send(request).await.unwrap();
+        answer.await.unwrap()
+    }
+
+    /// Stops the milter as SIGTERM would, and returns what `run` returned.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    /// The events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        match std::fs::read_to_string(self.events_path()) {
+            Ok(text) => text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Waits for at least `n` events: aborted messages are recorded without waiting.
+    pub async fn wait_events(&self, n: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let events = self.events();
+            if events.len() >= n {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("expected {n} events, got {:?}", self.events());
+    }
+}
+
+/// One message as an MTA would hand it over.
+#[derive(Clone, Debug)]
+pub struct Mail {
+    pub client: SocketInfo,
+    pub connect_macros: Vec<(String, String)>,
+    pub auth: Option<String>,
+    pub from: String,
+    pub rcpts: Vec<(String, Option<String>)>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub queue_id: String,
+}
+
+impl Mail {
+    /// A message from a client at `ip` (IPv4 or IPv6).
+    pub fn from_ip(ip: &str) -> Self {
+        let ip: IpAddr = ip.parse().unwrap();
+        Self::with_socket(ip.into_socket_info())
+    }
+
+    /// Local submission: no client address at all.
+    pub fn local() -> Self {
+        Self::with_socket(SocketInfo::Unknown)
+    }
+
+    pub fn with_socket(client: SocketInfo) -> Self {
+        Self {
+            client,
+            connect_macros: vec![("j".into(), "mx.test.example".into())],
+            auth: None,
+            from: "<alice@example.org>".into(),
+            rcpts: Vec::new(),
+            headers: vec![
+                ("From".into(), b"Alice <alice@example.org>".to_vec()),
+                ("Subject".into(), b"test".to_vec()),
+            ],
+            body: b"Hello.\r\n".to_vec(),
+            queue_id: "4TestQ1d".into(),
+        }
+    }
+
+    pub fn auth(mut self, user: &str) -> Self {
+        self.auth = Some(user.into());
+        self
+    }
+
+    pub fn sender(mut self, from: &str) -> Self {
+        self.from = format!("<{from}>");
+        self
+    }
+
+    pub fn rcpt(mut self, to: &str) -> Self {
+        self.rcpts.push((format!("<{to}>"), None));
+        self
+    }
+
+    pub fn rcpt_via(mut self, to: &str, mailer: &str) -> Self {
+        self.rcpts.push((format!("<{to}>"), Some(mailer.into())));
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    pub fn connect_macro(mut self, name: &str, value: &str) -> Self {
+        self.connect_macros.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn queue_id(mut self, id: &str) -> Self {
+        self.queue_id = id.into();
+        self
+    }
+
+    /// The connect stage: macros, then the connect command.
+    pub async fn connect(&self, conn: &mut TestConnection) {
+        conn.macros(MacroStage::Connect, self.connect_macros.clone())
+            .await
+            .unwrap();
+        conn.connect("client.test.example", self.client.clone())
+            .await
+            .unwrap();
+    }
+
+    /// MAIL, RCPT, DATA, headers and body, up to and including end of message.
+    pub async fn transaction(&self, conn: &mut TestConnection) -> (EomActions, Status) {
+        self.envelope(conn).await;
+        self.content(conn).await
+    }
+
+    /// MAIL and RCPT.
+    pub async fn envelope(&self, conn: &mut TestConnection) {
+        let mail_macros = match &self.auth {
+            Some(user) => vec![
+                ("{auth_type}", "PLAIN".to_string()),
+                ("{auth_authen}", user.clone()),
+            ],
+            None => vec![("{mail_addr}", self.from.clone())],
+        };
+        conn.macros(MacroStage::Mail, mail_macros).await.unwrap();
+        conn.mail([self.from.as_str()]).await.unwrap();
+        for (rcpt, mailer) in &self.rcpts {
+            let mut macros = vec![(
+                "{rcpt_addr}".to_string(),
+                rcpt.trim_matches(['<', '>']).to_string(),
+            )];
+            if let Some(m) = mailer {
+                macros.push(("{rcpt_mailer}".to_string(), m.clone()));
+            }
+            conn.macros(MacroStage::Rcpt, macros).await.unwrap();
+            conn.rcpt([rcpt.as_str()]).await.unwrap();
+        }
+    }
+
+    /// DATA, headers, body and end of message.
+    pub async fn content(&self, conn: &mut TestConnection) -> (EomActions, Status) {
+        conn.macros(MacroStage::Data, [("i", self.queue_id.as_str())])
+            .await
+            .unwrap();
+        conn.data().await.unwrap();
+        for (name, value) in &self.headers {
+            let value = std::ffi::CString::new(value.clone()).expect("no NUL in test headers");
+            conn.header(name.as_str(), value).await.unwrap();
+        }
+        conn.eoh().await.unwrap();
+        conn.body(self.body.clone()).await.unwrap();
+        conn.macros(MacroStage::Eom, [("i", self.queue_id.as_str())])
+            .await
+            .unwrap();
+        conn.eom().await.unwrap()
+    }
+
+    /// A whole connection with this one message.
+    pub async fn send(&self, milter: &Milter) -> (EomActions, Status) {
+        let mut conn = milter.connect().await;
+        self.connect(&mut conn).await;
+        let result = self.transaction(&mut conn).await;
+        conn.close().await.unwrap();
+        result
+    }
+}
+
+/// The header edits as readable strings: `+Name: value` and `-Name[index]`.
+pub fn edits(actions: &EomActions) -> Vec<String> {
+    use indymilter_test::EomAction::*;
+    actions
+        .actions
+        .iter()
+        .map(|a| match a {
+            AddHeader { name, value } => {
+                format!("+{}: {}", name.to_str().unwrap(), value.to_str().unwrap())
+            }
+            InsertHeader { index, name, value } => {
+                format!(
+                    "+{}@{index}: {}",
+                    name.to_str().unwrap(),
+                    value.to_str().unwrap()
+                )
+            }
+            DeleteHeader { name, index } => format!("-{}[{index}]", name.to_str().unwrap()),
+            ChangeHeader { name, index, value } => {
+                format!(
+                    "~{}[{index}]: {}",
+                    name.to_str().unwrap(),
+                    value.to_str().unwrap()
+                )
+            }
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// The one event with this queue id.
+pub fn event_for<'a>(events: &'a [Value], queue_id: &str) -> &'a Value {
+    let found: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["queue_id"] == queue_id)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one event for {queue_id}: {events:#?}"
+    );
+    found[0]
+}
+
+/// The recorded actions of an event.
+pub fn actions_of(event: &Value) -> Vec<String> {
+    event["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
