@@ -133,7 +133,7 @@ impl Event {
             dry_run: config.dry_run,
             retention: Retention {
                 class: retention_class.to_string(),
-                expires_at: expires.to_rfc3339_opts(SecondsFormat::Secs, true),
+                expires_at: expires.to_rfc3339_opts(SecondsFormat::Millis, true),
             },
         }
     }

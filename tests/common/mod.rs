@@ -83,9 +83,10 @@ impl Milter {
     }
 
     /// Stops the milter as SIGTERM would, and returns what `run` returned.
-    pub async fn stop(mut self) -> std::io::Result<()> {
-        let _ = self.shutdown.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap()
+    /// The directory stays until the `Milter` is dropped.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        let _ = self.shutdown.take().expect("running").send(());
+        self.task.take().expect("running").await.unwrap()
     }
 
     pub fn events_path(&self) -> PathBuf {
