@@ -14,7 +14,9 @@ async fn abort_after_rcpt() {
     conn.abort().await.unwrap();
 
     // The connection goes on: a second message after the abort is handled normally.
-    let next = Mail::from_ip("198.51.100.9").rcpt("carol@remote.example").queue_id("4NextQ");
+    let next = Mail::from_ip("198.51.100.9")
+        .rcpt("carol@remote.example")
+        .queue_id("4NextQ");
     let (actions, _) = next.transaction(&mut conn).await;
     assert_eq!(edits(&actions), ["+X-Transit: relay"]);
     conn.close().await.unwrap();
@@ -53,7 +55,9 @@ async fn lost_connection_mid_message() {
     let mail = Mail::from_ip("198.51.100.9").rcpt("bob@example.org");
     mail.connect(&mut conn).await;
     mail.envelope(&mut conn).await;
-    conn.macros(MacroStage::Data, [("i", "4LostQ")]).await.unwrap();
+    conn.macros(MacroStage::Data, [("i", "4LostQ")])
+        .await
+        .unwrap();
     conn.data().await.unwrap();
     drop(conn);
     let events = milter.wait_events(1).await;
@@ -68,7 +72,10 @@ async fn abort_without_a_message_records_nothing() {
     let mut conn = milter.connect().await;
     Mail::from_ip("198.51.100.9").connect(&mut conn).await;
     conn.abort().await.unwrap();
-    let (actions, _) = Mail::from_ip("198.51.100.9").rcpt("bob@example.org").transaction(&mut conn).await;
+    let (actions, _) = Mail::from_ip("198.51.100.9")
+        .rcpt("bob@example.org")
+        .transaction(&mut conn)
+        .await;
     assert!(actions.actions.is_empty());
     conn.close().await.unwrap();
     // Stopping flushes: exactly the one message's event, nothing for the bare abort.

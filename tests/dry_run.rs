@@ -18,6 +18,10 @@ async fn no_edits_but_actions_recorded() {
     assert_eq!(e["dry_run"], true);
     assert_eq!(
         actions_of(e),
-        ["originating_ip.removed_forged", "originating_ip.added", "transit_tag.added"]
+        [
+            "originating_ip.removed_forged",
+            "originating_ip.added",
+            "transit_tag.added"
+        ]
     );
 }

@@ -6,7 +6,10 @@ use common::*;
 async fn one_event_per_message_with_all_fields() {
     let milter = Milter::start("events/privacy-milter.toml").await;
     let mut conn = milter.connect().await;
-    let first = Mail::from_ip("203.0.113.7").auth("alice").rcpt("bob@remote.example").queue_id("4One");
+    let first = Mail::from_ip("203.0.113.7")
+        .auth("alice")
+        .rcpt("bob@remote.example")
+        .queue_id("4One");
     first.connect(&mut conn).await;
     first.transaction(&mut conn).await;
     let second = first.clone().queue_id("4Two").rcpt("carol@example.org");
@@ -41,7 +44,9 @@ async fn one_event_per_message_with_all_fields() {
     assert_eq!(e["size"], expected_size as u64);
     assert_eq!(actions_of(e), ["originating_ip.added", "transit_tag.added"]);
     assert_eq!(e["retention"]["class"], "outbound");
-    let expires = chrono::DateTime::parse_from_rfc3339(e["retention"]["expires_at"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(e["retention"]["expires_at"].as_str().unwrap())
+            .unwrap();
     assert_eq!((expires - time).num_days(), 90);
 
     let e2 = event_for(&events, "4Two");
@@ -51,7 +56,10 @@ async fn one_event_per_message_with_all_fields() {
 #[tokio::test]
 async fn events_can_be_turned_off() {
     let mut milter = Milter::start("events/disabled.toml").await;
-    let (actions, _) = Mail::from_ip("198.51.100.9").rcpt("x@remote.example").send(&milter).await;
+    let (actions, _) = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .send(&milter)
+        .await;
     assert_eq!(edits(&actions), ["+X-Transit: relay"]);
     milter.stop().await.unwrap();
 }
@@ -59,7 +67,10 @@ async fn events_can_be_turned_off() {
 #[tokio::test]
 async fn nothing_is_written_when_disabled() {
     let mut milter = Milter::start("events/disabled.toml").await;
-    Mail::from_ip("198.51.100.9").rcpt("x@remote.example").send(&milter).await;
+    Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .send(&milter)
+        .await;
     let path = milter.events_path();
     milter.stop().await.unwrap();
     assert!(!path.exists());

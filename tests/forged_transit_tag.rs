@@ -12,7 +12,10 @@ async fn forged_tag_removed_from_inbound() {
     let (actions, _) = mail.send(&milter).await;
     assert_eq!(edits(&actions), ["-X-Transit[2]", "-X-Transit[1]"]);
     let events = milter.events();
-    assert_eq!(actions_of(event_for(&events, "4TestQ1d")), ["transit_tag.removed_forged"]);
+    assert_eq!(
+        actions_of(event_for(&events, "4TestQ1d")),
+        ["transit_tag.removed_forged"]
+    );
 }
 
 #[tokio::test]
@@ -33,5 +36,8 @@ async fn authenticated_client_outside_trusted_networks_cannot_plant_a_tag() {
         .rcpt("bob@example.org")
         .header("X-Transit", "relay");
     let (actions, _) = mail.send(&milter).await;
-    assert_eq!(edits(&actions), ["-X-Transit[1]", "+X-Originating-IP: [203.0.113.5]"]);
+    assert_eq!(
+        edits(&actions),
+        ["-X-Transit[1]", "+X-Originating-IP: [203.0.113.5]"]
+    );
 }

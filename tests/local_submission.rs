@@ -6,7 +6,10 @@ use common::*;
 #[tokio::test]
 async fn loopback_client() {
     let milter = Milter::start("local_submission/privacy-milter.toml").await;
-    let (actions, _) = Mail::from_ip("127.0.0.1").rcpt("bob@remote.example").send(&milter).await;
+    let (actions, _) = Mail::from_ip("127.0.0.1")
+        .rcpt("bob@remote.example")
+        .send(&milter)
+        .await;
     assert_eq!(edits(&actions), ["+X-Transit: outbound"]);
     let events = milter.events();
     assert_eq!(event_for(&events, "4TestQ1d")["direction"], "outbound");
@@ -26,7 +29,10 @@ async fn missing_client_address() {
 #[tokio::test]
 async fn ipv6_loopback_to_local_is_internal() {
     let milter = Milter::start("local_submission/privacy-milter.toml").await;
-    let (actions, _) = Mail::from_ip("::1").rcpt("bob@example.org").send(&milter).await;
+    let (actions, _) = Mail::from_ip("::1")
+        .rcpt("bob@example.org")
+        .send(&milter)
+        .await;
     assert_eq!(edits(&actions), Vec::<String>::new());
     let events = milter.events();
     assert_eq!(event_for(&events, "4TestQ1d")["direction"], "internal");

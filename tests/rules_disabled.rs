@@ -12,7 +12,12 @@ async fn nothing_changes() {
         .header("X-Transit", "forged");
     let (actions, _) = mail.send(&milter).await;
     assert!(actions.actions.is_empty(), "{:?}", actions.actions);
-    let (actions, _) = Mail::from_ip("198.51.100.1").rcpt("x@remote.example").header("X-Transit", "x").queue_id("4B").send(&milter).await;
+    let (actions, _) = Mail::from_ip("198.51.100.1")
+        .rcpt("x@remote.example")
+        .header("X-Transit", "x")
+        .queue_id("4B")
+        .send(&milter)
+        .await;
     assert!(actions.actions.is_empty());
     let events = milter.events();
     assert_eq!(events.len(), 2);

@@ -20,7 +20,11 @@ async fn bare_value() {
     let (edits, event) = via_webmail(b" 198.51.100.23").await;
     assert_eq!(
         edits,
-        ["-X-Originating-IP[1]", "+X-Originating-IP: [198.51.100.23]", "+X-Transit: outbound"]
+        [
+            "-X-Originating-IP[1]",
+            "+X-Originating-IP: [198.51.100.23]",
+            "+X-Transit: outbound"
+        ]
     );
     assert_eq!(event["client"]["webmail"], true);
     assert!(actions_of(&event).contains(&"originating_ip.from_webmail".to_string()));
@@ -38,7 +42,11 @@ async fn crlf_injection_dropped() {
     // The hostile copy goes; the webmail host's own address stands in.
     assert_eq!(
         edits,
-        ["-X-Originating-IP[1]", "+X-Originating-IP: [10.9.9.9]", "+X-Transit: outbound"]
+        [
+            "-X-Originating-IP[1]",
+            "+X-Originating-IP: [10.9.9.9]",
+            "+X-Transit: outbound"
+        ]
     );
     assert!(edits.iter().all(|e| !e.contains("victim")));
     assert!(actions_of(&event).contains(&"originating_ip.dropped_invalid".to_string()));
@@ -60,7 +68,10 @@ async fn very_long_value_dropped() {
 #[tokio::test]
 async fn webmail_without_header_uses_its_client_address() {
     let milter = Milter::start(CONFIG).await;
-    let (actions, _) = Mail::from_ip("10.9.9.9").rcpt("bob@example.org").send(&milter).await;
+    let (actions, _) = Mail::from_ip("10.9.9.9")
+        .rcpt("bob@example.org")
+        .send(&milter)
+        .await;
     assert_eq!(edits(&actions), ["+X-Originating-IP: [10.9.9.9]"]);
 }
 
@@ -75,6 +86,10 @@ async fn non_webmail_client_cannot_supply_the_address() {
     let (actions, _) = mail.send(&milter).await;
     assert_eq!(
         edits(&actions),
-        ["-X-Originating-IP[1]", "+X-Originating-IP: [203.0.113.9]", "+X-Transit: outbound"]
+        [
+            "-X-Originating-IP[1]",
+            "+X-Originating-IP: [203.0.113.9]",
+            "+X-Transit: outbound"
+        ]
     );
 }

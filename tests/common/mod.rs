@@ -255,7 +255,11 @@ impl Mail {
 
     /// A whole connection with this one message.
     pub async fn send(&self, milter: &Milter) -> (EomActions, Status) {
-        let mut conn = milter.connect().await;
+        self.send_on(milter.connect().await).await
+    }
+
+    /// This one message on an open milter connection, which is then closed.
+    pub async fn send_on(&self, mut conn: TestConnection) -> (EomActions, Status) {
         self.connect(&mut conn).await;
         let result = self.transaction(&mut conn).await;
         conn.close().await.unwrap();
@@ -315,4 +319,102 @@ pub fn actions_of(event: &Value) -> Vec<String> {
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect()
+}
+
+/// The real `privacy-milter` binary, started with a test case's configuration (which must
+/// listen on `unix:@DIR@/milter.sock`), its log written to `@DIR@/stderr.log`.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("privacy-milter.toml");
+        std::fs::write(&config_path, case_config(name, dir.path())).unwrap();
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+            .arg("--config")
+            .arg(&config_path)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let daemon = Self {
+            child,
+            dir,
+            config_path,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("milter.sock")
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..400 {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the daemon did not start:\n{}", self.log());
+    }
+
+    pub async fn connect(&self) -> TestConnection {
+        TestConnection::configure()
+            .open_unix(self.socket())
+            .await
+            .expect("daemon accepts")
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit (bounded: the test fails rather than hangs).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..2400 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        panic!("the daemon did not exit:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn events_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        for _ in 0..400 {
+            if self.log().contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("log never said {text:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

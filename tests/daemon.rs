@@ -1,0 +1,107 @@
+//! The real daemon: unix socket handling, SIGHUP reload, SIGTERM with open sessions.
+mod common;
+use common::*;
+use nix::sys::signal::Signal;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+#[tokio::test]
+async fn unix_socket_mode_and_removal() {
+    let mut daemon = Daemon::start("daemon/privacy-milter.toml");
+    let md = std::fs::metadata(daemon.socket()).unwrap();
+    assert!(md.file_type().is_socket());
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let (actions, _) = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .send_on(daemon.connect().await)
+        .await;
+    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    assert!(!daemon.socket().exists(), "socket file removed on exit");
+    assert!(daemon.log().contains("stopped"));
+}
+
+#[tokio::test]
+async fn stale_socket_is_replaced() {
+    let first = Daemon::start("daemon/privacy-milter.toml");
+    let socket = first.socket();
+    // Kill without a chance to clean up: the socket file stays behind.
+    let mut first = first;
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    assert!(socket.exists());
+    let config = first.config_path.clone();
+    let log = std::fs::File::create(first.dir.path().join("second.log")).unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut ok = false;
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(first.dir.path().join("second.log")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_broken_file_keeps_running_config() {
+    let daemon = Daemon::start("daemon/privacy-milter.toml");
+    let relay = || Mail::from_ip("198.51.100.9").rcpt("x@remote.example");
+    std::fs::write(
+        &daemon.config_path,
+        case_config("daemon/changed.toml", daemon.dir.path()),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    let (actions, _) = relay().send_on(daemon.connect().await).await;
+    assert_eq!(edits(&actions), ["+X-Relayed: relay"]);
+
+    std::fs::write(
+        &daemon.config_path,
+        "[networks]\ntrusted = [\"10.0.0.0/33\"]\n",
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration not reloaded");
+    assert!(
+        daemon.log().contains("networks.trusted[0]"),
+        "{}",
+        daemon.log()
+    );
+    let (actions, _) = relay().send_on(daemon.connect().await).await;
+    assert_eq!(edits(&actions), ["+X-Relayed: relay"]);
+}
+
+#[tokio::test]
+async fn sigterm_lets_open_sessions_finish() {
+    let mut daemon = Daemon::start("daemon/privacy-milter.toml");
+    let mut conn = daemon.connect().await;
+    let mail = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .queue_id("4Open");
+    mail.connect(&mut conn).await;
+    mail.envelope(&mut conn).await;
+
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_log("waiting up to 30s for 1 open sessions");
+    // No new connections while stopping...
+    assert!(std::os::unix::net::UnixStream::connect(daemon.socket()).is_err());
+    // ...but the open one completes its message.
+    let (actions, _) = mail.content(&mut conn).await;
+    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    conn.close().await.unwrap();
+    assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    assert!(daemon.events_text().contains("4Open"));
+}
