@@ -52,6 +52,19 @@ pub fn header_value(ip: IpAddr) -> String {
     format!("[{ip}]")
 }
 
+/// The network of `ip` with the given prefix length, such as `203.0.113.0/24`. Prefix
+/// lengths are validated at load; an out-of-range one yields the whole address space's
+/// broadest network rather than a panic.
+pub fn truncate(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> ipnet::IpNet {
+    let prefix = match ip {
+        IpAddr::V4(_) => ipv4_prefix.min(32),
+        IpAddr::V6(_) => ipv6_prefix.min(128),
+    };
+    ipnet::IpNet::new(ip, prefix)
+        .expect("prefix clamped")
+        .trunc()
+}
+
 fn strip_ipv6_tag(text: &str) -> &str {
     match text.get(..5) {
         Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => &text[5..],
@@ -130,5 +143,13 @@ mod tests {
             "[2001:db8::1]"
         );
         assert_eq!(header_value("192.0.2.1".parse().unwrap()), "[192.0.2.1]");
+        assert_eq!(
+            truncate("192.0.2.77".parse().unwrap(), 24, 48).to_string(),
+            "192.0.2.0/24"
+        );
+        assert_eq!(
+            truncate("2001:db8:1:2::1".parse().unwrap(), 24, 48).to_string(),
+            "2001:db8:1::/48"
+        );
     }
 }

@@ -5,7 +5,6 @@ use crate::{
     config::{AddressPrivacy, IpPrivacy, Privacy},
     facts::domain_of,
 };
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -14,12 +13,7 @@ pub fn ip(addr: IpAddr, policy: &Privacy) -> Option<String> {
     match policy.ip {
         IpPrivacy::Full => Some(addr.to_string()),
         IpPrivacy::Truncated => {
-            let prefix = match addr {
-                IpAddr::V4(_) => policy.ipv4_prefix,
-                IpAddr::V6(_) => policy.ipv6_prefix,
-            };
-            let net = IpNet::new(addr, prefix).expect("prefix validated at load");
-            Some(net.trunc().to_string())
+            Some(crate::ip::truncate(addr, policy.ipv4_prefix, policy.ipv6_prefix).to_string())
         }
         IpPrivacy::Omit => None,
     }

@@ -74,3 +74,20 @@ async fn auth_type_alone_counts_as_authenticated() {
         ["+X-Originating-IP: [198.51.100.50]", "+X-Transit: outbound"]
     );
 }
+
+#[tokio::test]
+async fn truncated_mode_writes_the_network() {
+    let milter = Milter::start("authenticated_submission/truncated.toml").await;
+    let (actions, _) = Mail::from_ip("203.0.113.7")
+        .auth("alice")
+        .rcpt("bob@example.org")
+        .send(&milter)
+        .await;
+    assert_eq!(edits(&actions), ["+X-Originating-IP: [203.0.113.0/24]"]);
+    let (actions, _) = Mail::from_ip("2001:db8:77:1::9")
+        .auth("alice")
+        .rcpt("bob@example.org")
+        .send(&milter)
+        .await;
+    assert_eq!(edits(&actions), ["+X-Originating-IP: [2001:db8::/32]"]);
+}

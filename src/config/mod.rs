@@ -83,6 +83,18 @@ impl Source {
 }
 
 fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
+    if config.rules.originating_ip.ipv4_prefix > 32 {
+        return Err((
+            "rules.originating_ip.ipv4_prefix",
+            "must be at most 32".into(),
+        ));
+    }
+    if config.rules.originating_ip.ipv6_prefix > 128 {
+        return Err((
+            "rules.originating_ip.ipv6_prefix",
+            "must be at most 128".into(),
+        ));
+    }
     if config.privacy.ipv4_prefix > 32 {
         return Err(("privacy.ipv4_prefix", "must be at most 32".into()));
     }

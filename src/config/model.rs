@@ -154,6 +154,9 @@ pub struct OriginatingIp {
     pub enabled: bool,
     pub header: HeaderName,
     pub mode: OriginatingIpMode,
+    /// Prefix lengths for mode `truncated`.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
     /// Source addresses that get no header (by default loopback: local pickup, re-injection).
     pub skip_networks: Vec<Network>,
 }
@@ -164,6 +167,8 @@ impl Default for OriginatingIp {
             enabled: true,
             header: HeaderName::try_from("X-Originating-IP".to_string()).expect("valid"),
             mode: OriginatingIpMode::Full,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
             skip_networks: loopback(),
         }
     }
@@ -174,6 +179,8 @@ impl Default for OriginatingIp {
 pub enum OriginatingIpMode {
     /// The address itself.
     Full,
+    /// The network around it, per `ipv4_prefix` and `ipv6_prefix`: `[203.0.113.0/24]`.
+    Truncated,
     /// No header is added, and copies are still stripped from our own senders' mail.
     Off,
 }

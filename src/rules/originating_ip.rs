@@ -10,8 +10,9 @@
 //!   passing a second time): a header already present is kept, since the first pass vouched
 //!   for it; otherwise the header is added.
 //!
-//! Addresses in `skip_networks` (loopback by default) get no header. Mode `off` adds nothing
-//! but still deletes what our senders brought.
+//! Addresses in `skip_networks` (loopback by default) get no header. Mode `truncated` writes
+//! the network (`[203.0.113.0/24]`); mode `off` adds nothing but still deletes what our
+//! senders brought.
 
 use super::Action;
 use crate::{
@@ -72,12 +73,17 @@ pub fn decide(
         actions.push(Action::delete(label, name, index));
     }
 
-    if cfg.mode == OriginatingIpMode::Off {
+    let Some(addr) = source.filter(|a| !in_networks(&cfg.skip_networks, a)) else {
         return actions;
-    }
-    if let Some(addr) = source.filter(|a| !in_networks(&cfg.skip_networks, a)) {
-        actions.push(Action::add(ADDED, name, ip::header_value(addr)));
-    }
+    };
+    let value = match cfg.mode {
+        OriginatingIpMode::Full => ip::header_value(addr),
+        OriginatingIpMode::Truncated => {
+            format!("[{}]", ip::truncate(addr, cfg.ipv4_prefix, cfg.ipv6_prefix))
+        }
+        OriginatingIpMode::Off => return actions,
+    };
+    actions.push(Action::add(ADDED, name, value));
     actions
 }
 
@@ -205,6 +211,29 @@ mod tests {
         );
         assert_eq!(edits(&a), [del(1), add("[10.9.9.9]")]);
         assert!(a.iter().any(|a| a.label == DROPPED_INVALID));
+    }
+
+    #[test]
+    fn mode_truncated() {
+        let cfg = OriginatingIp {
+            mode: OriginatingIpMode::Truncated,
+            ipv4_prefix: 16,
+            ..Default::default()
+        };
+        let a = decide(
+            &conn("192.0.2.1"),
+            &msg(&[]),
+            &class(true, false, false),
+            &cfg,
+        );
+        assert_eq!(edits(&a), [add("[192.0.0.0/16]")]);
+        let a = decide(
+            &conn("2001:db8:aa:bb::1"),
+            &msg(&[]),
+            &class(true, false, false),
+            &cfg,
+        );
+        assert_eq!(edits(&a), [add("[2001:db8:aa::/48]")]);
     }
 
     #[test]
