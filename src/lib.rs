@@ -13,6 +13,7 @@ pub mod config;
 pub mod event;
 pub mod facts;
 pub mod ip;
+pub mod ledger;
 pub mod listener;
 pub mod privacy;
 pub mod rules;
@@ -103,6 +104,13 @@ impl Shared {
     }
 }
 
+/// Expired events are purged at start and every `retention.purge_interval`.
+fn purge_timer(config: &Config) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(config.retention.purge_interval.0);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
 /// Runs the milter on `listener` until `shutdown` completes.
 ///
 /// Each message on `reload` re-reads the configuration for new connections. On shutdown the
@@ -142,6 +150,7 @@ pub async fn run(
     );
     tokio::pin!(milter);
     tokio::pin!(shutdown);
+    let mut purge = purge_timer(&shared.current());
 
     loop {
         tokio::select! {
@@ -152,6 +161,9 @@ pub async fn run(
             }
             Some(request) = reload.recv() => {
                 let result = shared.reload().await;
+                if result.is_ok() {
+                    purge = purge_timer(&shared.current());
+                }
                 match &result {
                     Ok(()) => info!("configuration reloaded"),
                     Err(e) => error!("configuration not reloaded, the running one stays:\n{e}"),
@@ -160,6 +172,7 @@ pub async fn run(
                     let _ = reply.send(result);
                 }
             }
+            _ = purge.tick() => events.purge(),
             _ = &mut shutdown => break,
         }
     }

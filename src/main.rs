@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use privacy_milter::{
     config::{self, LogOverride, Overrides},
+    ledger::commands::{self, Format, Subject},
     Listener, Reload, Source,
 };
 use std::{path::PathBuf, process::ExitCode};
@@ -40,6 +41,62 @@ enum Command {
     Run,
     /// Validate the configuration, print a summary of the effective rules, and exit.
     CheckConfig,
+    /// Answer for what the ledger holds: query, erase, export, stats, purge.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Delete every event whose retention period has passed.
+    Purge,
+    /// Show the events held about an address or an IP address.
+    Query {
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// table or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Delete the events held about an address or an IP address, and say how many.
+    Erase {
+        #[command(flatten)]
+        subject: SubjectArgs,
+    },
+    /// Write events (all, or those from --since until before --until) to standard output.
+    Export {
+        /// A date (2026-11-26) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// jsonl or csv.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+    },
+    /// Counts per retention class and direction, the oldest record and the next expiry.
+    Stats,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct SubjectArgs {
+    /// An e-mail address.
+    #[arg(long)]
+    address: Option<String>,
+    /// An IPv4 or IPv6 address.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+}
+
+impl SubjectArgs {
+    fn subject(&self) -> Subject {
+        match (&self.address, self.ip) {
+            (Some(a), _) => Subject::Address(a.clone()),
+            (None, Some(ip)) => Subject::Ip(ip),
+            (None, None) => unreachable!("clap requires one"),
+        }
+    }
 }
 
 impl Cli {
@@ -70,6 +127,16 @@ fn main() -> ExitCode {
             println!("{}: OK\n{}", source.path.display(), config.summary());
             ExitCode::SUCCESS
         }
+        Command::Ledger(command) => match ledger(&config, command) {
+            Ok(output) => {
+                print!("{output}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("privacy-milter: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -93,6 +160,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn ledger(config: &privacy_milter::Config, command: LedgerCommand) -> Result<String, String> {
+    let format = |f: &str| match f {
+        "json" => Format::Json,
+        "csv" => Format::Csv,
+        "jsonl" => Format::Jsonl,
+        _ => Format::Table,
+    };
+    let time = |t: Option<String>| t.as_deref().map(commands::parse_time).transpose();
+    match command {
+        LedgerCommand::Purge => {
+            commands::purge(config).map(|n| format!("purged {n} expired events\n"))
+        }
+        LedgerCommand::Query { subject, format: f } => {
+            commands::query(config, &subject.subject(), format(&f))
+        }
+        LedgerCommand::Erase { subject } => {
+            commands::erase(config, &subject.subject()).map(|n| format!("erased {n} events\n"))
+        }
+        LedgerCommand::Export {
+            since,
+            until,
+            format: f,
+        } => commands::export(config, time(since)?, time(until)?, format(&f)),
+        LedgerCommand::Stats => commands::stats(config),
     }
 }
 

@@ -138,6 +138,17 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
             "is empty but the jsonl sink is enabled".into(),
         ));
     }
+    if config.events.sinks.contains(&SinkKind::Ledger)
+        && config.events.ledger.path.as_os_str().is_empty()
+    {
+        return Err((
+            "events.ledger.path",
+            "is empty but the ledger sink is enabled".into(),
+        ));
+    }
+    if config.retention.purge_interval.0.is_zero() {
+        return Err(("retention.purge_interval", "must be longer than 0s".into()));
+    }
     if !config.socket_group.is_empty() && matches!(config.socket, SocketSpec::Unix(_)) {
         match nix::unistd::Group::from_name(&config.socket_group) {
             Ok(Some(_)) => {}
@@ -313,6 +324,7 @@ impl Config {
             .iter()
             .map(|s| match s {
                 SinkKind::Jsonl => format!("jsonl ({})", self.events.jsonl.path.display()),
+                SinkKind::Ledger => format!("ledger ({})", self.events.ledger.path.display()),
                 SinkKind::Log => "log".to_string(),
             })
             .collect();
@@ -327,7 +339,7 @@ impl Config {
              rule transit_tag: {tt_on}, header {tt_h}\n\
              events: {ev_on}, sinks {sinks}, on error {on_error}\n\
              privacy: ip {ip}, address {addr}\n\
-             retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}",
+             retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}",
             socket = self.socket,
             dry = on(self.dry_run),
             trusted = nets(&self.networks.trusted),
@@ -351,6 +363,7 @@ impl Config {
             rr = r.relay,
             rj = r.rejected,
             ra = r.aborted,
+            rp = r.purge_interval,
         )
     }
 

@@ -208,7 +208,22 @@ pub struct Events {
     pub sinks: Vec<SinkKind>,
     /// What the MTA is told when an event cannot be written.
     pub on_error: OnError,
+    pub ledger: LedgerConfig,
     pub jsonl: Jsonl,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            path: "/var/lib/privacy-milter/ledger.sqlite".into(),
+        }
+    }
 }
 
 impl Default for Events {
@@ -217,6 +232,7 @@ impl Default for Events {
             enabled: true,
             sinks: vec![SinkKind::Jsonl],
             on_error: OnError::Accept,
+            ledger: LedgerConfig::default(),
             jsonl: Jsonl::default(),
         }
     }
@@ -225,6 +241,7 @@ impl Default for Events {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
+    Ledger,
     Jsonl,
     Log,
 }
@@ -295,6 +312,8 @@ pub struct Retention {
     pub relay: Period,
     pub rejected: Period,
     pub aborted: Period,
+    /// How often the daemon deletes expired events from the ledger.
+    pub purge_interval: Period,
 }
 
 impl Default for Retention {
@@ -307,6 +326,7 @@ impl Default for Retention {
             relay: days(30),
             rejected: days(30),
             aborted: days(7),
+            purge_interval: Period(std::time::Duration::from_secs(3600)),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! error level, and the waiting message learns of the failure so `events.on_error` applies.
 
 mod jsonl;
+mod ledger;
 mod log;
 
 use crate::{
@@ -14,13 +15,17 @@ use crate::{
 };
 use std::{io, thread};
 use tokio::sync::{mpsc, oneshot};
-use tracing::error;
+use tracing::{error, info};
 
 /// A destination for events.
 trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Writes a batch and makes it durable before returning.
     fn write(&mut self, batch: &[Event]) -> io::Result<()>;
+    /// Deletes what has expired; returns how many events went. Only stores keep anything.
+    fn purge(&mut self, _now: chrono::DateTime<chrono::Utc>) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 fn open_sinks(config: &Config) -> io::Result<Vec<Box<dyn Sink>>> {
@@ -34,6 +39,7 @@ fn open_sinks(config: &Config) -> io::Result<Vec<Box<dyn Sink>>> {
         .map(|kind| -> io::Result<Box<dyn Sink>> {
             Ok(match kind {
                 SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
+                SinkKind::Ledger => Box::new(ledger::LedgerSink::open(&config.events.ledger.path)?),
                 SinkKind::Log => Box::new(log::LogSink),
             })
         })
@@ -46,6 +52,8 @@ enum Request {
     Event(Box<Event>, Option<Ack>),
     /// Re-open every sink from this configuration (SIGHUP: new paths, rotated files).
     Reopen(Box<Config>, oneshot::Sender<Result<(), String>>),
+    /// Delete expired events from every store.
+    Purge,
     Stop(oneshot::Sender<()>),
 }
 
@@ -98,6 +106,11 @@ impl EventWriter {
             .map_err(|_| "the event writer has stopped".to_string())?
     }
 
+    /// Asks the writer to purge expired events (after the events queued before).
+    pub fn purge(&self) {
+        let _ = self.tx.send(Request::Purge);
+    }
+
     /// Writes what is queued and stops the writer.
     pub async fn stop(&self) {
         let (ack, done) = oneshot::channel();
@@ -139,6 +152,15 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
                     .map(|new| sinks = new)
                     .map_err(|e| e.to_string());
                 let _ = ack.send(result);
+            }
+            Some(Request::Purge) => {
+                for sink in sinks.iter_mut() {
+                    match sink.purge(chrono::Utc::now()) {
+                        Ok(0) => {}
+                        Ok(n) => info!("purged {n} expired events from the {} sink", sink.name()),
+                        Err(e) => error!("cannot purge the {} sink: {e}", sink.name()),
+                    }
+                }
             }
             Some(Request::Stop(ack)) => {
                 let _ = ack.send(());

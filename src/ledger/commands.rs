@@ -1,0 +1,224 @@
+//! `privacy-milter ledger ...`: answering for what we hold.
+//!
+//! A person's address or IP is looked up in the form the ledger holds it, pseudonymised by
+//! the same `[privacy]` policy that wrote it: with `ip = "truncated"` an IP finds the events
+//! of its network; with `address = "domain"` an address finds the events of its domain, which
+//! is all that is held that could concern it.
+
+use super::{Filter, Ledger};
+use crate::{config::Config, event::Event, privacy};
+use chrono::{DateTime, NaiveDate, Utc};
+use std::{fmt::Write, net::IpAddr, path::Path};
+
+/// Who a request is about.
+#[derive(Clone, Debug)]
+pub enum Subject {
+    Address(String),
+    Ip(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+fn open(config: &Config) -> Result<Ledger, String> {
+    let path = &config.events.ledger.path;
+    if !Path::new(path).exists() {
+        return Err(format!(
+            "no ledger at {} (events.ledger.path)",
+            path.display()
+        ));
+    }
+    Ledger::open(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The filter for `subject` as the policy stores it, or why nothing can be held.
+pub fn filter(subject: &Subject, config: &Config) -> Result<Filter, String> {
+    match subject {
+        Subject::Ip(ip) => privacy::ip(*ip, &config.privacy)
+            .map(Filter::Ip)
+            .ok_or_else(|| "[privacy] ip = \"omit\": no IP address is held in events".to_string()),
+        Subject::Address(a) => {
+            let view = privacy::address(a, &config.privacy);
+            view.address
+                .map(Filter::Address)
+                .or(view.domain.map(Filter::Domain))
+                .ok_or_else(|| {
+                    "[privacy] address = \"omit\": no address is held in events".to_string()
+                })
+        }
+    }
+}
+
+pub fn query(config: &Config, subject: &Subject, format: Format) -> Result<String, String> {
+    let filter = filter(subject, config)?;
+    let events = open(config)?.find(&filter).map_err(|e| e.to_string())?;
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&events).expect("events serialise") + "\n",
+        _ => table(&filter, &events),
+    })
+}
+
+pub fn erase(config: &Config, subject: &Subject) -> Result<usize, String> {
+    let filter = filter(subject, config)?;
+    open(config)?.erase(&filter).map_err(|e| e.to_string())
+}
+
+pub fn purge(config: &Config) -> Result<usize, String> {
+    open(config)?.purge(Utc::now()).map_err(|e| e.to_string())
+}
+
+pub fn export(
+    config: &Config,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    format: Format,
+) -> Result<String, String> {
+    let events = open(config)?
+        .export(since, until)
+        .map_err(|e| e.to_string())?;
+    match format {
+        Format::Csv => csv(&events),
+        _ => Ok(events.iter().map(|e| e.to_json() + "\n").collect()),
+    }
+}
+
+pub fn stats(config: &Config) -> Result<String, String> {
+    let s = open(config)?.stats().map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "ledger: {}\nevents: {}\n",
+        config.events.ledger.path.display(),
+        s.total
+    );
+    for (class, direction, n) in &s.counts {
+        let _ = writeln!(out, "  class {class:<9} direction {direction:<9} {n}");
+    }
+    let _ = writeln!(out, "oldest record: {}", s.oldest.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "next expiry: {}",
+        s.next_expiry.as_deref().unwrap_or("-")
+    );
+    Ok(out)
+}
+
+/// A date (`2026-11-26`, midnight UTC) or an RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        .map_err(|_| format!("invalid time {text:?}: expected 2026-11-26 or 2026-11-26T18:00:00Z"))
+}
+
+fn table(filter: &Filter, events: &[Event]) -> String {
+    let what = match filter {
+        Filter::Ip(ip) => format!("client IP {ip}"),
+        Filter::Address(a) => format!("address {a}"),
+        Filter::Domain(d) => format!("domain {d} (addresses are held as domains only)"),
+    };
+    let mut out = format!("{} events held for {what}\n", events.len());
+    if events.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24}  {:<12}  {:<10}  {:<9}  {:<18}  {:<24}  expires",
+        "time", "queue id", "outcome", "direction", "client", "sender"
+    );
+    for e in events {
+        let sender = e
+            .sender
+            .address
+            .as_deref()
+            .or(e.sender.domain.as_deref())
+            .unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "{:<24}  {:<12}  {:<10}  {:<9}  {:<18}  {:<24}  {}",
+            e.time,
+            e.queue_id.as_deref().unwrap_or("-"),
+            name(&e.outcome),
+            e.direction,
+            e.client.ip.as_deref().unwrap_or("-"),
+            sender,
+            e.retention.expires_at
+        );
+    }
+    out
+}
+
+fn name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn csv(events: &[Event]) -> Result<String, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "id",
+        "time",
+        "host",
+        "queue_id",
+        "outcome",
+        "direction",
+        "transit",
+        "client_ip",
+        "authenticated",
+        "webmail",
+        "sender",
+        "recipients",
+        "size",
+        "actions",
+        "retention_class",
+        "expires_at",
+    ];
+    w.write_record(header).map_err(|e| e.to_string())?;
+    for e in events {
+        let recipients: Vec<String> = e
+            .recipients
+            .iter()
+            .map(|r| {
+                let who = r
+                    .address
+                    .address
+                    .as_deref()
+                    .or(r.address.domain.as_deref())
+                    .unwrap_or("-");
+                format!("{who}:{}", if r.local { "local" } else { "remote" })
+            })
+            .collect();
+        w.write_record([
+            e.id.to_string(),
+            e.time.clone(),
+            e.host.clone(),
+            e.queue_id.clone().unwrap_or_default(),
+            name(&e.outcome),
+            e.direction.to_string(),
+            e.transit.to_string(),
+            e.client.ip.clone().unwrap_or_default(),
+            e.client.authenticated.to_string(),
+            e.client.webmail.to_string(),
+            e.sender
+                .address
+                .clone()
+                .or(e.sender.domain.clone())
+                .unwrap_or_default(),
+            recipients.join(" "),
+            e.size.to_string(),
+            e.actions.join(" "),
+            e.retention.class.clone(),
+            e.retention.expires_at.clone(),
+        ])
+        .map_err(|e| e.to_string())?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
+}

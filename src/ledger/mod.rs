@@ -1,0 +1,231 @@
+//! The retention ledger: events in SQLite, each with its retention class and expiry, purged
+//! when they expire, and searchable for an access or erasure request.
+//!
+//! The full event is kept as JSON; the columns beside it exist for the indexes that expiry,
+//! search and statistics need. The schema is versioned with `PRAGMA user_version` and
+//! migrated at open.
+
+use crate::event::Event;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+pub mod commands;
+
+pub type Result<T> = rusqlite::Result<T>;
+
+/// Each entry migrates the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        time TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        class TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        host TEXT NOT NULL,
+        client_ip TEXT,
+        sender_address TEXT,
+        sender_domain TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_expires_at ON events (expires_at);
+    CREATE INDEX events_time ON events (time);
+    CREATE INDEX events_client_ip ON events (client_ip);
+    CREATE INDEX events_sender_address ON events (sender_address);
+    CREATE INDEX events_sender_domain ON events (sender_domain);
+    CREATE TABLE recipients (
+        event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+        address TEXT,
+        domain TEXT
+    );
+    CREATE INDEX recipients_event ON recipients (event_id);
+    CREATE INDEX recipients_address ON recipients (address);
+    CREATE INDEX recipients_domain ON recipients (domain);
+"];
+
+/// What to look for: values as the ledger holds them, already pseudonymised by policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    Ip(String),
+    Address(String),
+    Domain(String),
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// (class, direction, count), sorted.
+    pub counts: Vec<(String, String, u64)>,
+    pub total: u64,
+    pub oldest: Option<String>,
+    pub next_expiry: Option<String>,
+}
+
+pub struct Ledger {
+    conn: Connection,
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Ledger {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        // WAL lets queries run beside the daemon; FULL makes every commit durable.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut ledger = Self { conn };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction; an event already stored (same id) is left as is.
+    pub fn insert(&mut self, events: &[Event]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut event_stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (id, time, expires_at, class, direction, outcome, host,
+                     client_ip, sender_address, sender_domain, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut rcpt_stmt = tx.prepare_cached(
+                "INSERT INTO recipients (event_id, address, domain) VALUES (?1, ?2, ?3)",
+            )?;
+            for e in events {
+                let inserted = event_stmt.execute(params![
+                    e.id.to_string(),
+                    e.time,
+                    e.retention.expires_at,
+                    e.retention.class,
+                    e.direction.as_str(),
+                    serde_json::to_value(e.outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from)),
+                    e.host,
+                    e.client.ip,
+                    e.sender.address,
+                    e.sender.domain,
+                    e.to_json(),
+                ])?;
+                if inserted == 1 {
+                    for r in &e.recipients {
+                        rcpt_stmt.execute(params![
+                            e.id.to_string(),
+                            r.address.address,
+                            r.address.domain
+                        ])?;
+                    }
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// Deletes every event whose expiry has passed; returns how many.
+    pub fn purge(&mut self, now: DateTime<Utc>) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM events WHERE expires_at <= ?1", [stamp(now)])
+    }
+
+    fn matching_ids_sql(filter: &Filter) -> (&'static str, String) {
+        match filter {
+            Filter::Ip(ip) => ("SELECT id FROM events WHERE client_ip = ?1", ip.clone()),
+            Filter::Address(a) => (
+                "SELECT id FROM events WHERE sender_address = ?1
+                 UNION SELECT event_id FROM recipients WHERE address = ?1",
+                a.clone(),
+            ),
+            Filter::Domain(d) => (
+                "SELECT id FROM events WHERE sender_domain = ?1
+                 UNION SELECT event_id FROM recipients WHERE domain = ?1",
+                d.clone(),
+            ),
+        }
+    }
+
+    /// The events matching `filter`, oldest first.
+    pub fn find(&self, filter: &Filter) -> Result<Vec<Event>> {
+        let (ids, value) = Self::matching_ids_sql(filter);
+        let sql = format!("SELECT body FROM events WHERE id IN ({ids}) ORDER BY time, id");
+        self.bodies(&sql, params![value])
+    }
+
+    /// Deletes the events matching `filter`; returns how many.
+    pub fn erase(&mut self, filter: &Filter) -> Result<usize> {
+        let (ids, value) = Self::matching_ids_sql(filter);
+        self.conn
+            .execute(&format!("DELETE FROM events WHERE id IN ({ids})"), [value])
+    }
+
+    /// Events with `since <= time < until`, oldest first.
+    pub fn export(
+        &self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>> {
+        let since = since.map(stamp).unwrap_or_default();
+        let until = until.map(stamp).unwrap_or_else(|| "~".into());
+        self.bodies(
+            "SELECT body FROM events WHERE time >= ?1 AND time < ?2 ORDER BY time, id",
+            params![since, until],
+        )
+    }
+
+    fn bodies(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
+        rows.map(|body| {
+            let body = body?;
+            serde_json::from_str(&body).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        })
+        .collect()
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let mut stmt = self.conn.prepare(
+            "SELECT class, direction, COUNT(*) FROM events GROUP BY class, direction ORDER BY class, direction",
+        )?;
+        let counts = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })?
+            .collect::<Result<Vec<_>>>()?;
+        let (total, oldest, next_expiry) = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), MIN(time), MIN(expires_at) FROM events",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .unwrap_or((0, None, None));
+        Ok(Stats {
+            counts,
+            total,
+            oldest,
+            next_expiry,
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! The SQLite ledger: events land in it through the real protocol, and the `ledger`
+//! commands of the real binary answer for them: query, erase, export, stats, purge.
+mod common;
+use common::*;
+use std::process::Command;
+
+fn ledger_cmd(milter: &Milter, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&milter.config_path)
+        .arg("ledger")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn send_three(milter: &Milter) {
+    Mail::from_ip("203.0.113.7")
+        .auth("alice")
+        .rcpt("bob@example.org")
+        .queue_id("4Internal")
+        .send(milter)
+        .await;
+    Mail::from_ip("198.51.100.9")
+        .sender("eve@remote.example")
+        .rcpt("bob@example.org")
+        .queue_id("4Inbound")
+        .send(milter)
+        .await;
+    Mail::from_ip("198.51.100.9")
+        .sender("eve@remote.example")
+        .rcpt("carol@transit.example")
+        .queue_id("4Relay")
+        .send(milter)
+        .await;
+}
+
+#[tokio::test]
+async fn query_erase_export_stats() {
+    let milter = Milter::start("ledger/privacy-milter.toml").await;
+    send_three(&milter).await;
+
+    let (ok, out, err) = ledger_cmd(&milter, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("events: 3"), "{out}");
+    assert!(
+        out.contains("class inbound")
+            && out.contains("class relay")
+            && out.contains("class internal"),
+        "{out}"
+    );
+
+    let (ok, out, _) = ledger_cmd(
+        &milter,
+        &["query", "--ip", "198.51.100.9", "--format", "json"],
+    );
+    assert!(ok);
+    let found: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = found
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["4Inbound", "4Relay"]);
+
+    let (ok, out, _) = ledger_cmd(&milter, &["query", "--address", "bob@example.org"]);
+    assert!(ok);
+    assert!(
+        out.starts_with("2 events held for address bob@example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4Internal") && out.contains("4Inbound") && !out.contains("4Relay"),
+        "{out}"
+    );
+
+    let (ok, out, _) = ledger_cmd(&milter, &["export", "--format", "csv"]);
+    assert!(ok);
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    assert_eq!(reader.records().count(), 3);
+    let (ok, out, _) = ledger_cmd(
+        &milter,
+        &["export", "--since", "2000-01-01", "--until", "2000-01-02"],
+    );
+    assert!(ok);
+    assert_eq!(out, "");
+
+    let (ok, out, _) = ledger_cmd(&milter, &["erase", "--address", "eve@remote.example"]);
+    assert!(ok);
+    assert_eq!(out, "erased 2 events\n");
+    let (_, out, _) = ledger_cmd(&milter, &["export"]);
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("4Internal"));
+    let (_, out, _) = ledger_cmd(&milter, &["query", "--ip", "198.51.100.9"]);
+    assert!(out.starts_with("0 events held"), "{out}");
+}
+
+#[tokio::test]
+async fn purge_removes_exactly_the_expired() {
+    let milter = Milter::start("ledger/privacy-milter.toml").await;
+    send_three(&milter).await;
+    // The relay event is kept 1s; wait until that has passed.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (ok, out, err) = ledger_cmd(&milter, &["purge"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "purged 1 expired events\n");
+    let (_, out, _) = ledger_cmd(&milter, &["export"]);
+    assert!(
+        !out.contains("4Relay") && out.contains("4Inbound") && out.contains("4Internal"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn daemon_purges_on_its_own() {
+    let milter = Milter::start("ledger/auto_purge.toml").await;
+    send_three(&milter).await;
+    for _ in 0..200 {
+        let (_, out, _) = ledger_cmd(&milter, &["export"]);
+        if !out.contains("4Relay") {
+            assert_eq!(out.lines().count(), 2, "only the expired event goes: {out}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the expired relay event was never purged");
+}
+
+#[tokio::test]
+async fn ledger_holds_no_raw_ip_or_address_when_pseudonymised() {
+    let mut milter = Milter::start("ledger/pseudonymised.toml").await;
+    send_three(&milter).await;
+    let (_, out, _) = ledger_cmd(&milter, &["query", "--ip", "198.51.100.200"]);
+    assert!(
+        out.starts_with("2 events held for client IP 198.51.100.0/24"),
+        "{out}"
+    );
+    milter.stop().await.unwrap();
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(milter.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("ledger.sqlite")
+        {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(bytes.len() > 4096, "the ledger was written");
+    let text = String::from_utf8_lossy(&bytes);
+    for secret in [
+        "203.0.113.7",
+        "198.51.100.9",
+        "alice@",
+        "bob@",
+        "eve@",
+        "carol@",
+    ] {
+        assert!(!text.contains(secret), "the ledger holds {secret}");
+    }
+    assert!(text.contains("198.51.100.0/24"));
+}
+
+#[test]
+fn missing_ledger_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .args([
+            "--config",
+            &format!("{}/conf/privacy-milter.toml", env!("CARGO_MANIFEST_DIR")),
+        ])
+        .args(["ledger", "stats"])
+        .env(
+            "PRIVACY_MILTER_EVENTS__LEDGER__PATH",
+            "/nonexistent/ledger.sqlite",
+        )
+        .env("PRIVACY_MILTER_SOCKET_GROUP", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no ledger at /nonexistent/ledger.sqlite")
+    );
+}
