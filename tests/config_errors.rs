@@ -121,6 +121,31 @@ fn environment_override_is_named() {
 }
 
 #[test]
+fn other_variables_with_the_prefix_are_not_config() {
+    let output = check(
+        &case("bad_duration.toml"),
+        &[
+            ("PRIVACY_MILTER_RETENTION__RELAY", "7d"),
+            ("PRIVACY_MILTER_E2E", "require"),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Inside a known table a misspelt variable is still an error.
+    let output = check(
+        &case("bad_duration.toml"),
+        &[
+            ("PRIVACY_MILTER_RETENTION__RELAY", "7d"),
+            ("PRIVACY_MILTER_RULES__TRANSIT_TAG__ENABLD", "false"),
+        ],
+    );
+    assert_error(&output, &["rules.transit_tag.enabld", "unknown key"]);
+}
+
+#[test]
 fn missing_file_and_missing_group() {
     assert_error(
         &check("/nonexistent/privacy-milter.toml", &[]),

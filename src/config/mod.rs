@@ -17,6 +17,23 @@ use std::{collections::HashSet, fmt, fs, path::PathBuf};
 /// The default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/privacy-milter/privacy-milter.toml";
 
+/// The file's top-level keys. Only `PRIVACY_MILTER_*` variables that start with one of them
+/// are configuration; others (`PRIVACY_MILTER_CONFIG`, the test suite's
+/// `PRIVACY_MILTER_E2E`) are not, and are left alone.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "socket",
+    "socket_mode",
+    "socket_group",
+    "dry_run",
+    "log",
+    "networks",
+    "domains",
+    "rules",
+    "events",
+    "privacy",
+    "retention",
+];
+
 /// Settings given on the command line; they win over the file and the environment.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Overrides {
@@ -62,7 +79,10 @@ impl Source {
             .merge(Toml::file_exact(&self.path))
             .merge(
                 Env::prefixed("PRIVACY_MILTER_")
-                    .ignore(&["config"])
+                    .filter(|key| {
+                        let top = key.as_str().split("__").next().unwrap_or("");
+                        TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                    })
                     .split("__"),
             )
             .merge(Serialized::defaults(&self.overrides));
@@ -371,5 +391,25 @@ impl Config {
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.local_domains
             .contains(&domain.trim_end_matches('.').to_ascii_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_keys_are_the_schema() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = TOP_LEVEL_KEYS.to_vec();
+        keys.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
     }
 }
