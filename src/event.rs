@@ -6,7 +6,7 @@ use crate::{
     classify::{Classification, Direction},
     config::Config,
     facts::{ConnectionFacts, MessageFacts},
-    privacy::{self, AddressView},
+    privacy::{AddressView, Pseudonymiser},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,7 @@ pub struct Parts<'a> {
     pub actions: Vec<String>,
     pub host: &'a str,
     pub config: &'a Config,
+    pub pseudonymiser: &'a Pseudonymiser,
 }
 
 impl Event {
@@ -87,8 +88,8 @@ impl Event {
             actions,
             host,
             config,
+            pseudonymiser: pseudo,
         } = parts;
-        let policy = &config.privacy;
         let retention_class = match outcome {
             Outcome::Rejected | Outcome::Tempfailed => "rejected",
             Outcome::Aborted => "aborted",
@@ -108,7 +109,7 @@ impl Event {
             .accepted_recipients()
             .zip(class.local.iter())
             .map(|(r, local)| RecipientView {
-                address: privacy::address(&r.address, policy),
+                address: pseudo.address(&r.address),
                 local: *local,
             })
             .collect();
@@ -122,11 +123,11 @@ impl Event {
             direction: class.direction,
             transit: class.transit,
             client: Client {
-                ip: conn.client_ip.and_then(|ip| privacy::ip(ip, policy)),
+                ip: conn.client_ip.and_then(|ip| pseudo.ip(ip)),
                 authenticated: class.authenticated,
                 webmail: class.webmail,
             },
-            sender: privacy::address(&msg.sender, policy),
+            sender: pseudo.address(&msg.sender),
             recipients,
             size: msg.size,
             actions,

@@ -13,12 +13,14 @@ pub mod config;
 pub mod event;
 pub mod facts;
 pub mod ip;
+pub mod keys;
 pub mod ledger;
 pub mod listener;
 pub mod privacy;
 pub mod rules;
 pub mod session;
 pub mod sinks;
+pub mod token;
 
 pub use config::{Config, ConfigError, Source};
 pub use listener::Listener;
@@ -56,9 +58,51 @@ impl Reload {
     }
 }
 
+/// The keys new values are made with.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    /// For `hmac` privacy modes.
+    pub hmac: Option<Arc<keys::Key>>,
+    /// For `originating_ip` mode `encrypted`.
+    pub aead: Option<Arc<keys::Key>>,
+}
+
+impl Secrets {
+    /// Loads the keys `config` needs, making new ones when rotation is due, and destroys the
+    /// keys retired longer than the longest retention period.
+    pub fn refresh(config: &Config) -> Result<Self, keys::KeyError> {
+        let dir = &config.privacy.keys;
+        let rotation = config.privacy.key_rotation.0;
+        let now = chrono::Utc::now();
+        let mut secrets = Self::default();
+        let wanted = [
+            (keys::Kind::Hmac, config.privacy.uses_hmac()),
+            (
+                keys::Kind::Aead,
+                config.rules.originating_ip.mode == config::OriginatingIpMode::Encrypted,
+            ),
+        ];
+        for (kind, used) in wanted {
+            if !used {
+                continue;
+            }
+            let current = keys::rotate(dir, kind, rotation, now)?.current().cloned();
+            for id in keys::destroy_expired(dir, kind, config.retention.longest(), now)? {
+                info!("destroyed key {id}: every event made with it has expired");
+            }
+            match kind {
+                keys::Kind::Hmac => secrets.hmac = current,
+                keys::Kind::Aead => secrets.aead = current,
+            }
+        }
+        Ok(secrets)
+    }
+}
+
 /// State shared by all sessions.
 pub struct Shared {
     config: RwLock<Arc<Config>>,
+    secrets: RwLock<Secrets>,
     events: EventWriter,
     host: Arc<str>,
     sessions: watch::Sender<usize>,
@@ -67,8 +111,14 @@ pub struct Shared {
 impl Shared {
     fn new_session(&self, negotiated: Negotiated) -> Session {
         let config = Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()));
+        let secrets = self
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Session::new(
             config,
+            secrets,
             self.events.clone(),
             Arc::clone(&self.host),
             negotiated,
@@ -87,6 +137,7 @@ impl Shared {
             return Err("the configuration was not loaded from a file".into());
         };
         let new = source.load().map_err(|e| e.to_string())?;
+        let secrets = Secrets::refresh(&new).map_err(|e| e.to_string())?;
         for (changed, key) in [
             (new.socket != old.socket, "socket"),
             (new.socket_mode != old.socket_mode, "socket_mode"),
@@ -100,11 +151,21 @@ impl Shared {
         // Re-open the sinks (rotated or moved files) before new sessions use the new config.
         self.events.reopen(&new).await?;
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = secrets;
         Ok(())
+    }
+
+    /// The periodic duties: rotate and destroy keys, purge expired events.
+    fn housekeeping(&self) {
+        match Secrets::refresh(&self.current()) {
+            Ok(secrets) => *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = secrets,
+            Err(e) => error!("key ring: {e}; the keys in use stay"),
+        }
+        self.events.purge();
     }
 }
 
-/// Expired events are purged at start and every `retention.purge_interval`.
+/// Expired events are purged, and keys rotated, at start and every `retention.purge_interval`.
 fn purge_timer(config: &Config) -> tokio::time::Interval {
     let mut timer = tokio::time::interval(config.retention.purge_interval.0);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,6 +183,7 @@ pub async fn run(
     mut reload: mpsc::Receiver<Reload>,
     shutdown: impl Future,
 ) -> io::Result<()> {
+    let secrets = Secrets::refresh(&config).map_err(io::Error::other)?;
     let events = EventWriter::start(&config)?;
     let host: Arc<str> = nix::unistd::gethostname()
         .ok()
@@ -131,6 +193,7 @@ pub async fn run(
     let (sessions, _) = watch::channel(0);
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(config)),
+        secrets: RwLock::new(secrets),
         events: events.clone(),
         host,
         sessions,
@@ -172,7 +235,7 @@ pub async fn run(
                     let _ = reply.send(result);
                 }
             }
-            _ = purge.tick() => events.purge(),
+            _ = purge.tick() => shared.housekeeping(),
             _ = &mut shutdown => break,
         }
     }

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use privacy_milter::{
     config::{self, LogOverride, Overrides},
+    keys,
     ledger::commands::{self, Format, Subject},
     Listener, Reload, Source,
 };
@@ -44,6 +45,18 @@ enum Command {
     /// Answer for what the ledger holds: query, erase, export, stats, purge.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Open encrypted X-Originating-IP tokens (rules.originating_ip.mode = "encrypted").
+    #[command(subcommand)]
+    Ip(IpCommand),
+}
+
+#[derive(Subcommand)]
+enum IpCommand {
+    /// Print the address inside a token and the id of the key that made it.
+    Decrypt {
+        /// The header value (enc:... with or without brackets) or the bare token.
+        token: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +150,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ip(IpCommand::Decrypt { token }) => {
+            let opened = keys::load(&config.privacy.keys, keys::Kind::Aead)
+                .map_err(|e| e.to_string())
+                .and_then(|ring| {
+                    privacy_milter::token::open(&ring, &token).map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok((ip, key)) => {
+                    println!("{ip} (key {key})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("privacy-milter: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -172,9 +202,7 @@ fn ledger(config: &privacy_milter::Config, command: LedgerCommand) -> Result<Str
     };
     let time = |t: Option<String>| t.as_deref().map(commands::parse_time).transpose();
     match command {
-        LedgerCommand::Purge => {
-            commands::purge(config).map(|n| format!("purged {n} expired events\n"))
-        }
+        LedgerCommand::Purge => commands::purge(config),
         LedgerCommand::Query { subject, format: f } => {
             commands::query(config, &subject.subject(), format(&f))
         }

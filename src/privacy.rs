@@ -4,20 +4,12 @@
 use crate::{
     config::{AddressPrivacy, IpPrivacy, Privacy},
     facts::domain_of,
+    keys::Key,
 };
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
-
-/// An IP address as the policy allows it to be written, or `None` when it is left out.
-pub fn ip(addr: IpAddr, policy: &Privacy) -> Option<String> {
-    match policy.ip {
-        IpPrivacy::Full => Some(addr.to_string()),
-        IpPrivacy::Truncated => {
-            Some(crate::ip::truncate(addr, policy.ipv4_prefix, policy.ipv6_prefix).to_string())
-        }
-        IpPrivacy::Omit => None,
-    }
-}
+use sha2::Sha256;
+use std::{net::IpAddr, sync::Arc};
 
 /// An address as the policy allows it to be written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,25 +20,81 @@ pub struct AddressView {
     pub domain: Option<String>,
 }
 
-pub fn address(addr: &str, policy: &Privacy) -> AddressView {
-    match policy.address {
-        AddressPrivacy::Full => AddressView {
-            address: Some(addr.to_string()),
-            domain: domain_of(addr),
-        },
-        AddressPrivacy::Domain => AddressView {
-            address: None,
-            domain: domain_of(addr),
-        },
-        AddressPrivacy::Omit => AddressView::default(),
-    }
+/// The policy together with the HMAC key in use.
+#[derive(Clone, Debug, Default)]
+pub struct Pseudonymiser {
+    pub policy: Privacy,
+    /// The current HMAC key; needed only by the `hmac` modes.
+    pub key: Option<Arc<Key>>,
 }
 
-/// A client address for a log line: what the policy allows, or `-`.
-pub fn ip_for_log(addr: Option<IpAddr>, policy: &Privacy) -> String {
-    match addr {
-        Some(a) => ip(a, policy).unwrap_or_else(|| "-".into()),
-        None => "local".into(),
+/// `hmac:KEYID:HEX`: HMAC-SHA256 of `value` under `key`, the first 128 bits in hex.
+pub fn hmac(key: &Key, value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.bytes).expect("any key length");
+    mac.update(value.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!("hmac:{}:{}", key.id, hex::encode(&digest[..16]))
+}
+
+impl Pseudonymiser {
+    pub fn new(policy: Privacy, key: Option<Arc<Key>>) -> Self {
+        Self { policy, key }
+    }
+
+    /// An IP address as the policy allows it to be written, or `None` when it is left out.
+    pub fn ip(&self, addr: IpAddr) -> Option<String> {
+        let p = &self.policy;
+        match p.ip {
+            IpPrivacy::Full => Some(addr.to_string()),
+            IpPrivacy::Truncated => {
+                Some(crate::ip::truncate(addr, p.ipv4_prefix, p.ipv6_prefix).to_string())
+            }
+            // Without a key nothing is written rather than the address.
+            IpPrivacy::Hmac => self.key.as_ref().map(|k| hmac(k, &addr.to_string())),
+            IpPrivacy::Omit => None,
+        }
+    }
+
+    /// An e-mail address as the policy allows it to be written. With `hmac` the domain stays
+    /// in clear and the whole address (in lower case) becomes an HMAC.
+    pub fn address(&self, addr: &str) -> AddressView {
+        let domain = domain_of(addr);
+        match self.policy.address {
+            AddressPrivacy::Full => AddressView {
+                address: Some(addr.to_string()),
+                domain,
+            },
+            AddressPrivacy::Domain => AddressView {
+                address: None,
+                domain,
+            },
+            AddressPrivacy::Hmac => AddressView {
+                address: self
+                    .key
+                    .as_ref()
+                    .filter(|_| !addr.is_empty())
+                    .map(|k| hmac(k, &addr.to_lowercase())),
+                domain,
+            },
+            AddressPrivacy::Omit => AddressView::default(),
+        }
+    }
+
+    /// A client address for a log line: what the policy allows, `-`, or `local`.
+    pub fn ip_for_log(&self, addr: Option<IpAddr>) -> String {
+        match addr {
+            Some(a) => self.ip(a).unwrap_or_else(|| "-".into()),
+            None => "local".into(),
+        }
+    }
+
+    /// An e-mail address for a log line.
+    pub fn address_for_log(&self, address: &str) -> String {
+        if address.is_empty() {
+            return "<>".into();
+        }
+        let view = self.address(address);
+        view.address.or(view.domain).unwrap_or_else(|| "-".into())
     }
 }
 
@@ -54,51 +102,87 @@ pub fn ip_for_log(addr: Option<IpAddr>, policy: &Privacy) -> String {
 mod tests {
     use super::*;
 
-    fn policy(ip: IpPrivacy, address: AddressPrivacy) -> Privacy {
-        Privacy {
-            ip,
-            address,
-            ..Default::default()
-        }
+    fn with(ip: IpPrivacy, address: AddressPrivacy) -> Pseudonymiser {
+        let key = Key {
+            id: "20260101T000000Z".into(),
+            created: chrono::Utc::now(),
+            bytes: [7; 32],
+        };
+        Pseudonymiser::new(
+            Privacy {
+                ip,
+                address,
+                ..Default::default()
+            },
+            Some(Arc::new(key)),
+        )
     }
 
     #[test]
     fn ips() {
-        let t = policy(IpPrivacy::Truncated, AddressPrivacy::Domain);
+        let t = with(IpPrivacy::Truncated, AddressPrivacy::Domain);
         assert_eq!(
-            ip("203.0.113.77".parse().unwrap(), &t).unwrap(),
+            t.ip("203.0.113.77".parse().unwrap()).unwrap(),
             "203.0.113.0/24"
         );
         assert_eq!(
-            ip("2001:db8:1:2::9".parse().unwrap(), &t).unwrap(),
+            t.ip("2001:db8:1:2::9".parse().unwrap()).unwrap(),
             "2001:db8:1::/48"
         );
-        let f = policy(IpPrivacy::Full, AddressPrivacy::Domain);
+        let f = with(IpPrivacy::Full, AddressPrivacy::Domain);
         assert_eq!(
-            ip("203.0.113.77".parse().unwrap(), &f).unwrap(),
+            f.ip("203.0.113.77".parse().unwrap()).unwrap(),
             "203.0.113.77"
         );
-        let o = policy(IpPrivacy::Omit, AddressPrivacy::Domain);
-        assert_eq!(ip("203.0.113.77".parse().unwrap(), &o), None);
-        assert_eq!(ip_for_log("203.0.113.77".parse().ok(), &o), "-");
+        let o = with(IpPrivacy::Omit, AddressPrivacy::Domain);
+        assert_eq!(o.ip("203.0.113.77".parse().unwrap()), None);
+        assert_eq!(o.ip_for_log("203.0.113.77".parse().ok()), "-");
+    }
+
+    #[test]
+    fn hmacs_are_keyed_and_stable() {
+        let h = with(IpPrivacy::Hmac, AddressPrivacy::Hmac);
+        let a = h.ip("203.0.113.77".parse().unwrap()).unwrap();
+        assert!(
+            a.starts_with("hmac:20260101T000000Z:")
+                && a.len() == "hmac:20260101T000000Z:".len() + 32,
+            "{a}"
+        );
+        assert_eq!(h.ip("203.0.113.77".parse().unwrap()).unwrap(), a);
+        assert_ne!(h.ip("203.0.113.78".parse().unwrap()).unwrap(), a);
+        let view = h.address("Alice@Example.org");
+        assert_eq!(view.domain.as_deref(), Some("example.org"));
+        assert_eq!(view.address, h.address("alice@example.org").address);
+        assert!(!view.address.unwrap().contains("alice"));
+        let mut other = h.clone();
+        other.key = Some(Arc::new(Key {
+            id: "20260201T000000Z".into(),
+            created: chrono::Utc::now(),
+            bytes: [8; 32],
+        }));
+        assert_ne!(
+            other.ip("203.0.113.77".parse().unwrap()).unwrap()[22..],
+            a[22..]
+        );
     }
 
     #[test]
     fn addresses() {
-        let d = policy(IpPrivacy::Omit, AddressPrivacy::Domain);
+        let d = with(IpPrivacy::Omit, AddressPrivacy::Domain);
         assert_eq!(
-            address("Alice@Example.org", &d),
+            d.address("Alice@Example.org"),
             AddressView {
                 address: None,
                 domain: Some("example.org".into())
             }
         );
-        let f = policy(IpPrivacy::Omit, AddressPrivacy::Full);
+        let f = with(IpPrivacy::Omit, AddressPrivacy::Full);
         assert_eq!(
-            address("alice@example.org", &f).address.as_deref(),
+            f.address("alice@example.org").address.as_deref(),
             Some("alice@example.org")
         );
-        let o = policy(IpPrivacy::Omit, AddressPrivacy::Omit);
-        assert_eq!(address("alice@example.org", &o), AddressView::default());
+        let o = with(IpPrivacy::Omit, AddressPrivacy::Omit);
+        assert_eq!(o.address("alice@example.org"), AddressView::default());
+        assert_eq!(o.address_for_log(""), "<>");
     }
 }

@@ -6,9 +6,11 @@ use crate::{
     config::{Config, OnError},
     event::{Event, Outcome, Parts},
     facts::{unbracket, ConnectionFacts, MessageFacts, Recipient},
-    ip, privacy,
+    ip,
+    privacy::Pseudonymiser,
     rules::{self, originating_ip, Action, Edit},
     sinks::EventWriter,
+    Secrets,
 };
 use indymilter::{ContextActions, ProtoOpts, Status};
 use std::{net::IpAddr, sync::Arc};
@@ -59,6 +61,9 @@ pub struct Session {
     /// Host name for events when the MTA does not send macro `j`.
     default_host: Arc<str>,
     negotiated: Negotiated,
+    /// This connection's keys, with the configuration's privacy policy.
+    pseudonymiser: Pseudonymiser,
+    secrets: Secrets,
     conn: ConnectionFacts,
     msg: Option<MessageFacts>,
     _guard: SessionGuard,
@@ -67,12 +72,15 @@ pub struct Session {
 impl Session {
     pub fn new(
         config: Arc<Config>,
+        secrets: Secrets,
         events: EventWriter,
         default_host: Arc<str>,
         negotiated: Negotiated,
         guard: SessionGuard,
     ) -> Self {
         Self {
+            pseudonymiser: Pseudonymiser::new(config.privacy.clone(), secrets.hmac.clone()),
+            secrets,
             config,
             events,
             default_host,
@@ -104,7 +112,7 @@ impl Session {
             daemon_name: macros.daemon_name,
         };
         debug!(
-            client = %privacy::ip_for_log(client_ip, &self.config.privacy),
+            client = %self.pseudonymiser.ip_for_log(client_ip),
             daemon = self.conn.daemon_name.as_deref().unwrap_or("-"),
             "connect"
         );
@@ -171,7 +179,13 @@ impl Session {
         msg.size += 2; // the empty line between header and body
         let config = Arc::clone(&self.config);
         let class = classify(&self.conn, &msg, &config);
-        let actions = rules::decide(&self.conn, &msg, &class, &config);
+        let actions = rules::decide(
+            &self.conn,
+            &msg,
+            &class,
+            &config,
+            self.secrets.aead.as_deref(),
+        );
         let qid = msg.queue_id.clone().unwrap_or_else(|| "-".into());
         let labels = rules::labels(&actions);
         if actions
@@ -182,16 +196,16 @@ impl Session {
                 queue_id = %qid,
                 "dropped an unparsable {} value from webmail host {}",
                 config.rules.originating_ip.header.as_str(),
-                privacy::ip_for_log(self.conn.client_ip, &config.privacy)
+                self.pseudonymiser.ip_for_log(self.conn.client_ip)
             );
         }
         info!(
             queue_id = %qid,
             direction = %class.direction,
             transit = class.transit,
-            client = %privacy::ip_for_log(self.conn.client_ip, &config.privacy),
+            client = %self.pseudonymiser.ip_for_log(self.conn.client_ip),
             authenticated = class.authenticated,
-            sender = %self.log_address(&msg.sender),
+            sender = %self.pseudonymiser.address_for_log(&msg.sender),
             recipients = class.local.len(),
             actions = %labels.join(","),
             dry_run = config.dry_run,
@@ -246,7 +260,7 @@ impl Session {
             };
         info!(
             queue_id = msg.queue_id.as_deref().unwrap_or("-"),
-            client = %privacy::ip_for_log(self.conn.client_ip, &self.config.privacy),
+            client = %self.pseudonymiser.ip_for_log(self.conn.client_ip),
             outcome = if outcome == Outcome::Rejected { "rejected" } else { "aborted" },
             "message not completed"
         );
@@ -273,18 +287,10 @@ impl Session {
                 actions,
                 host: self.conn.host.as_deref().unwrap_or(&self.default_host),
                 config: &self.config,
+                pseudonymiser: &self.pseudonymiser,
             },
             chrono::Utc::now(),
         )
-    }
-
-    /// An address for a log line, as much as `[privacy] address` allows.
-    fn log_address(&self, address: &str) -> String {
-        if address.is_empty() {
-            return "<>".into();
-        }
-        let view = privacy::address(address, &self.config.privacy);
-        view.address.or(view.domain).unwrap_or_else(|| "-".into())
     }
 }
 

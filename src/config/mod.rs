@@ -183,6 +183,18 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
             }
         }
     }
+    let needs_keys = config.privacy.uses_hmac()
+        || config.rules.originating_ip.mode == OriginatingIpMode::Encrypted;
+    if needs_keys {
+        if config.privacy.key_rotation.0.is_zero() {
+            return Err(("privacy.key_rotation", "must be longer than 0s".into()));
+        }
+        // Refuses a key directory or key files others could read.
+        crate::keys::load(&config.privacy.keys, crate::keys::Kind::Hmac)
+            .map_err(|e| ("privacy.keys", e.0))?;
+        crate::keys::load(&config.privacy.keys, crate::keys::Kind::Aead)
+            .map_err(|e| ("privacy.keys", e.0))?;
+    }
     let mut domains: HashSet<String> = config
         .domains
         .local

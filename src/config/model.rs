@@ -181,6 +181,8 @@ pub enum OriginatingIpMode {
     Full,
     /// The network around it, per `ipv4_prefix` and `ipv6_prefix`: `[203.0.113.0/24]`.
     Truncated,
+    /// An opaque token only the operator's key opens (`privacy-milter ip decrypt`).
+    Encrypted,
     /// No header is added, and copies are still stripped from our own senders' mail.
     Off,
 }
@@ -274,6 +276,10 @@ pub struct Privacy {
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
     pub address: AddressPrivacy,
+    /// The key ring: HMAC keys and header encryption keys (a directory, 0700).
+    pub keys: PathBuf,
+    /// How often a new key is made.
+    pub key_rotation: Period,
 }
 
 impl Default for Privacy {
@@ -283,7 +289,16 @@ impl Default for Privacy {
             ipv4_prefix: 24,
             ipv6_prefix: 48,
             address: AddressPrivacy::Domain,
+            keys: "/var/lib/privacy-milter/keys".into(),
+            key_rotation: Period(std::time::Duration::from_secs(30 * 86400)),
         }
+    }
+}
+
+impl Privacy {
+    /// Whether events need the HMAC key ring.
+    pub fn uses_hmac(&self) -> bool {
+        self.ip == IpPrivacy::Hmac || self.address == AddressPrivacy::Hmac
     }
 }
 
@@ -292,6 +307,7 @@ impl Default for Privacy {
 pub enum IpPrivacy {
     Full,
     Truncated,
+    Hmac,
     Omit,
 }
 
@@ -300,6 +316,7 @@ pub enum IpPrivacy {
 pub enum AddressPrivacy {
     Full,
     Domain,
+    Hmac,
     Omit,
 }
 
@@ -314,6 +331,24 @@ pub struct Retention {
     pub aborted: Period,
     /// How often the daemon deletes expired events from the ledger.
     pub purge_interval: Period,
+}
+
+impl Retention {
+    /// The longest period any event is kept.
+    pub fn longest(&self) -> std::time::Duration {
+        [
+            self.inbound,
+            self.outbound,
+            self.internal,
+            self.relay,
+            self.rejected,
+            self.aborted,
+        ]
+        .iter()
+        .map(|p| p.0)
+        .max()
+        .unwrap_or_default()
+    }
 }
 
 impl Default for Retention {

@@ -3,12 +3,18 @@
 //! A person's address or IP is looked up in the form the ledger holds it, pseudonymised by
 //! the same `[privacy]` policy that wrote it: with `ip = "truncated"` an IP finds the events
 //! of its network; with `address = "domain"` an address finds the events of its domain, which
-//! is all that is held that could concern it.
+//! is all that is held that could concern it; with `hmac` the subject is looked up under
+//! every key still in the ring.
 
 use super::{Filter, Ledger};
-use crate::{config::Config, event::Event, privacy};
+use crate::{
+    config::Config,
+    event::Event,
+    keys::{self, Key, Kind},
+    privacy::Pseudonymiser,
+};
 use chrono::{DateTime, NaiveDate, Utc};
-use std::{fmt::Write, net::IpAddr, path::Path};
+use std::{fmt::Write, net::IpAddr, path::Path, sync::Arc};
 
 /// Who a request is about.
 #[derive(Clone, Debug)]
@@ -36,20 +42,40 @@ fn open(config: &Config) -> Result<Ledger, String> {
     Ledger::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The filter for `subject` as the policy stores it, or why nothing can be held.
+/// The filter for `subject` as the policy stores it, or why nothing can be held. With HMACs
+/// the subject is pseudonymised under every live key, since each key made some events.
 pub fn filter(subject: &Subject, config: &Config) -> Result<Filter, String> {
+    let keys: Vec<Option<Arc<Key>>> = if config.privacy.uses_hmac() {
+        let ring = keys::load(&config.privacy.keys, Kind::Hmac).map_err(|e| e.to_string())?;
+        ring.keys.into_iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
+    let forms = |f: &dyn Fn(&Pseudonymiser) -> Option<String>| -> Vec<String> {
+        let mut values: Vec<String> = keys
+            .iter()
+            .filter_map(|k| f(&Pseudonymiser::new(config.privacy.clone(), k.clone())))
+            .collect();
+        values.dedup();
+        values
+    };
     match subject {
-        Subject::Ip(ip) => privacy::ip(*ip, &config.privacy)
-            .map(Filter::Ip)
-            .ok_or_else(|| "[privacy] ip = \"omit\": no IP address is held in events".to_string()),
+        Subject::Ip(ip) => match forms(&|p| p.ip(*ip)) {
+            v if v.is_empty() => Err(
+                "[privacy] ip = \"omit\" (or no key left): no IP address is held in events".into(),
+            ),
+            v => Ok(Filter::Ip(v)),
+        },
         Subject::Address(a) => {
-            let view = privacy::address(a, &config.privacy);
-            view.address
-                .map(Filter::Address)
-                .or(view.domain.map(Filter::Domain))
-                .ok_or_else(|| {
-                    "[privacy] address = \"omit\": no address is held in events".to_string()
-                })
+            let addresses = forms(&|p| p.address(a).address);
+            let domains = forms(&|p| p.address(a).domain);
+            if !addresses.is_empty() {
+                Ok(Filter::Address(addresses))
+            } else if !domains.is_empty() {
+                Ok(Filter::Domain(domains))
+            } else {
+                Err("[privacy] address = \"omit\": no address is held in events".into())
+            }
         }
     }
 }
@@ -68,8 +94,25 @@ pub fn erase(config: &Config, subject: &Subject) -> Result<usize, String> {
     open(config)?.erase(&filter).map_err(|e| e.to_string())
 }
 
-pub fn purge(config: &Config) -> Result<usize, String> {
-    open(config)?.purge(Utc::now()).map_err(|e| e.to_string())
+/// Deletes expired events, then the keys retired longer than the longest retention period.
+pub fn purge(config: &Config) -> Result<String, String> {
+    let now = Utc::now();
+    let purged = open(config)?.purge(now).map_err(|e| e.to_string())?;
+    let mut out = format!("purged {purged} expired events\n");
+    if config.privacy.keys.is_dir() {
+        for kind in [Kind::Hmac, Kind::Aead] {
+            let destroyed =
+                keys::destroy_expired(&config.privacy.keys, kind, config.retention.longest(), now)
+                    .map_err(|e| e.to_string())?;
+            for id in destroyed {
+                let _ = writeln!(
+                    out,
+                    "destroyed key {id}: every event made with it has expired"
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn export(
@@ -118,9 +161,12 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 fn table(filter: &Filter, events: &[Event]) -> String {
     let what = match filter {
-        Filter::Ip(ip) => format!("client IP {ip}"),
-        Filter::Address(a) => format!("address {a}"),
-        Filter::Domain(d) => format!("domain {d} (addresses are held as domains only)"),
+        Filter::Ip(ip) => format!("client IP {}", ip.join(" or ")),
+        Filter::Address(a) => format!("address {}", a.join(" or ")),
+        Filter::Domain(d) => format!(
+            "domain {} (addresses are held as domains only)",
+            d.join(" or ")
+        ),
     };
     let mut out = format!("{} events held for {what}\n", events.len());
     if events.is_empty() {

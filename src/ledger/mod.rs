@@ -44,12 +44,13 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX recipients_domain ON recipients (domain);
 "];
 
-/// What to look for: values as the ledger holds them, already pseudonymised by policy.
+/// What to look for: values as the ledger holds them, already pseudonymised by policy
+/// (several when HMACs were made under several keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
-    Ip(String),
-    Address(String),
-    Domain(String),
+    Ip(Vec<String>),
+    Address(Vec<String>),
+    Domain(Vec<String>),
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -143,34 +144,42 @@ impl Ledger {
             .execute("DELETE FROM events WHERE expires_at <= ?1", [stamp(now)])
     }
 
-    fn matching_ids_sql(filter: &Filter) -> (&'static str, String) {
-        match filter {
-            Filter::Ip(ip) => ("SELECT id FROM events WHERE client_ip = ?1", ip.clone()),
-            Filter::Address(a) => (
-                "SELECT id FROM events WHERE sender_address = ?1
-                 UNION SELECT event_id FROM recipients WHERE address = ?1",
-                a.clone(),
+    /// A subquery for the ids of the matching events, and its parameters.
+    fn matching_ids_sql(filter: &Filter) -> (String, &[String]) {
+        let (values, template) = match filter {
+            Filter::Ip(v) => (v, "SELECT id FROM events WHERE client_ip IN (#)"),
+            Filter::Address(v) => (
+                v,
+                "SELECT id FROM events WHERE sender_address IN (#)
+                 UNION SELECT event_id FROM recipients WHERE address IN (#)",
             ),
-            Filter::Domain(d) => (
-                "SELECT id FROM events WHERE sender_domain = ?1
-                 UNION SELECT event_id FROM recipients WHERE domain = ?1",
-                d.clone(),
+            Filter::Domain(v) => (
+                v,
+                "SELECT id FROM events WHERE sender_domain IN (#)
+                 UNION SELECT event_id FROM recipients WHERE domain IN (#)",
             ),
-        }
+        };
+        let marks = (1..=values.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (template.replace('#', &marks), values.as_slice())
     }
 
     /// The events matching `filter`, oldest first.
     pub fn find(&self, filter: &Filter) -> Result<Vec<Event>> {
-        let (ids, value) = Self::matching_ids_sql(filter);
+        let (ids, values) = Self::matching_ids_sql(filter);
         let sql = format!("SELECT body FROM events WHERE id IN ({ids}) ORDER BY time, id");
-        self.bodies(&sql, params![value])
+        self.bodies(&sql, rusqlite::params_from_iter(values))
     }
 
     /// Deletes the events matching `filter`; returns how many.
     pub fn erase(&mut self, filter: &Filter) -> Result<usize> {
-        let (ids, value) = Self::matching_ids_sql(filter);
-        self.conn
-            .execute(&format!("DELETE FROM events WHERE id IN ({ids})"), [value])
+        let (ids, values) = Self::matching_ids_sql(filter);
+        self.conn.execute(
+            &format!("DELETE FROM events WHERE id IN ({ids})"),
+            rusqlite::params_from_iter(values),
+        )
     }
 
     /// Events with `since <= time < until`, oldest first.

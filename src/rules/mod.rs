@@ -11,6 +11,7 @@ use crate::{
     classify::Classification,
     config::Config,
     facts::{ConnectionFacts, MessageFacts},
+    keys::Key,
 };
 
 /// A change to the message's header.
@@ -55,14 +56,17 @@ impl Action {
     }
 }
 
-/// Runs every enabled rule.
+/// Runs every enabled rule. `sealing_key` makes the tokens of `originating_ip` mode
+/// `encrypted`.
 pub fn decide(
     conn: &ConnectionFacts,
     msg: &MessageFacts,
     class: &Classification,
     config: &Config,
+    sealing_key: Option<&Key>,
 ) -> Vec<Action> {
-    let mut actions = originating_ip::decide(conn, msg, class, &config.rules.originating_ip);
+    let mut actions =
+        originating_ip::decide(conn, msg, class, &config.rules.originating_ip, sealing_key);
     actions.extend(transit_tag::decide(msg, class, &config.rules.transit_tag));
     actions
 }

@@ -11,7 +11,8 @@
 //!   for it; otherwise the header is added.
 //!
 //! Addresses in `skip_networks` (loopback by default) get no header. Mode `truncated` writes
-//! the network (`[203.0.113.0/24]`); mode `off` adds nothing but still deletes what our
+//! the network (`[203.0.113.0/24]`); mode `encrypted` an opaque token (`enc:...`) that only
+//! the operator's key opens; mode `off` adds nothing but still deletes what our
 //! senders brought.
 
 use super::Action;
@@ -20,6 +21,8 @@ use crate::{
     config::{in_networks, OriginatingIp, OriginatingIpMode},
     facts::{ConnectionFacts, MessageFacts},
     ip,
+    keys::Key,
+    token,
 };
 
 pub const ADDED: &str = "originating_ip.added";
@@ -32,6 +35,7 @@ pub fn decide(
     msg: &MessageFacts,
     class: &Classification,
     cfg: &OriginatingIp,
+    sealing_key: Option<&Key>,
 ) -> Vec<Action> {
     if !cfg.enabled || !class.ours {
         return Vec::new();
@@ -81,6 +85,11 @@ pub fn decide(
         OriginatingIpMode::Truncated => {
             format!("[{}]", ip::truncate(addr, cfg.ipv4_prefix, cfg.ipv6_prefix))
         }
+        // Without a key (never, once the key ring is loaded) nothing rather than the address.
+        OriginatingIpMode::Encrypted => match sealing_key {
+            Some(key) => format!("enc:{}", token::seal(key, addr)),
+            None => return actions,
+        },
         OriginatingIpMode::Off => return actions,
     };
     actions.push(Action::add(ADDED, name, value));
@@ -147,6 +156,7 @@ mod tests {
             &msg(&["[1.2.3.4]", "5.6.7.8"]),
             &class(true, false, false),
             &cfg,
+            None,
         );
         assert_eq!(edits(&a), [del(2), del(1), add("[2001:db8::5]")]);
         assert_eq!(a[0].label, REMOVED_FORGED);
@@ -159,7 +169,8 @@ mod tests {
             &conn("198.51.100.1"),
             &msg(&["[1.2.3.4]"]),
             &class(false, false, false),
-            &cfg
+            &cfg,
+            None,
         )
         .is_empty());
     }
@@ -171,7 +182,8 @@ mod tests {
             &conn("10.0.0.1"),
             &msg(&["[1.2.3.4]"]),
             &class(false, true, false),
-            &cfg
+            &cfg,
+            None,
         )
         .is_empty());
         assert_eq!(
@@ -179,7 +191,8 @@ mod tests {
                 &conn("10.0.0.1"),
                 &msg(&[]),
                 &class(false, true, false),
-                &cfg
+                &cfg,
+                None,
             )),
             [add("[10.0.0.1]")]
         );
@@ -187,10 +200,11 @@ mod tests {
             &conn("127.0.0.1"),
             &msg(&[]),
             &class(false, true, false),
-            &cfg
+            &cfg,
+            None,
         )
         .is_empty());
-        assert!(decide(&conn(""), &msg(&[]), &class(false, true, false), &cfg).is_empty());
+        assert!(decide(&conn(""), &msg(&[]), &class(false, true, false), &cfg, None).is_empty());
     }
 
     #[test]
@@ -201,6 +215,7 @@ mod tests {
             &msg(&[" 198.51.100.23 "]),
             &class(false, true, true),
             &cfg,
+            None,
         );
         assert_eq!(edits(&a), [del(1), add("[198.51.100.23]")]);
         let a = decide(
@@ -208,6 +223,7 @@ mod tests {
             &msg(&["1.2.3.4\r\nBcc: x@y"]),
             &class(false, true, true),
             &cfg,
+            None,
         );
         assert_eq!(edits(&a), [del(1), add("[10.9.9.9]")]);
         assert!(a.iter().any(|a| a.label == DROPPED_INVALID));
@@ -225,6 +241,7 @@ mod tests {
             &msg(&[]),
             &class(true, false, false),
             &cfg,
+            None,
         );
         assert_eq!(edits(&a), [add("[192.0.0.0/16]")]);
         let a = decide(
@@ -232,8 +249,47 @@ mod tests {
             &msg(&[]),
             &class(true, false, false),
             &cfg,
+            None,
         );
         assert_eq!(edits(&a), [add("[2001:db8:aa::/48]")]);
+    }
+
+    #[test]
+    fn mode_encrypted() {
+        let cfg = OriginatingIp {
+            mode: OriginatingIpMode::Encrypted,
+            ..Default::default()
+        };
+        let key = Key {
+            id: "20261126T180000Z".into(),
+            created: chrono::Utc::now(),
+            bytes: [1; 32],
+        };
+        let a = decide(
+            &conn("192.0.2.1"),
+            &msg(&[]),
+            &class(true, false, false),
+            &cfg,
+            Some(&key),
+        );
+        let Some(Edit::Add { value, .. }) = &a[0].edit else {
+            panic!("{a:?}")
+        };
+        let ring = crate::keys::Ring {
+            keys: vec![std::sync::Arc::new(key.clone())],
+        };
+        assert_eq!(
+            token::open(&ring, value).unwrap().0,
+            "192.0.2.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert!(decide(
+            &conn("192.0.2.1"),
+            &msg(&[]),
+            &class(true, false, false),
+            &cfg,
+            None
+        )
+        .is_empty());
     }
 
     #[test]
@@ -247,6 +303,7 @@ mod tests {
             &msg(&["x"]),
             &class(true, false, false),
             &cfg,
+            None,
         );
         assert_eq!(edits(&a), [del(1)]);
         cfg.enabled = false;
@@ -254,7 +311,8 @@ mod tests {
             &conn("192.0.2.1"),
             &msg(&["x"]),
             &class(true, false, false),
-            &cfg
+            &cfg,
+            None,
         )
         .is_empty());
     }

@@ -163,6 +163,8 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
                 }
             }
             Some(Request::Stop(ack)) => {
+                // Close every sink (the ledger checkpoints its WAL) before saying so.
+                drop(std::mem::take(&mut sinks));
                 let _ = ack.send(());
                 return;
             }
