@@ -166,6 +166,9 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
             "is empty but the ledger sink is enabled".into(),
         ));
     }
+    if config.events.queue_size == 0 {
+        return Err(("events.queue_size", "must be at least 1".into()));
+    }
     if config.retention.purge_interval.0.is_zero() {
         return Err(("retention.purge_interval", "must be longer than 0s".into()));
     }

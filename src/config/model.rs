@@ -57,6 +57,8 @@ impl Default for Config {
 pub struct Log {
     pub level: LogLevel,
     pub destination: LogDestination,
+    /// The syslog socket for `destination = "syslog"`.
+    pub syslog_socket: PathBuf,
 }
 
 impl Default for Log {
@@ -64,6 +66,7 @@ impl Default for Log {
         Self {
             level: LogLevel::Info,
             destination: LogDestination::Stderr,
+            syslog_socket: "/dev/log".into(),
         }
     }
 }
@@ -94,6 +97,10 @@ impl LogLevel {
 #[serde(rename_all = "lowercase")]
 pub enum LogDestination {
     Stderr,
+    /// systemd's journal, with structured fields.
+    Journald,
+    /// RFC 5424 messages to the local syslog socket.
+    Syslog,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -208,6 +215,10 @@ impl Default for TransitTag {
 pub struct Events {
     pub enabled: bool,
     pub sinks: Vec<SinkKind>,
+    /// `sync`: the MTA's end-of-message answer waits until the event is stored.
+    /// `async`: it does not; at most `queue_size` events wait to be written.
+    pub durability: Durability,
+    pub queue_size: usize,
     /// What the MTA is told when an event cannot be written.
     pub on_error: OnError,
     pub ledger: LedgerConfig,
@@ -233,6 +244,8 @@ impl Default for Events {
         Self {
             enabled: true,
             sinks: vec![SinkKind::Jsonl],
+            durability: Durability::Sync,
+            queue_size: 10_000,
             on_error: OnError::Accept,
             ledger: LedgerConfig::default(),
             jsonl: Jsonl::default(),
@@ -246,6 +259,13 @@ pub enum SinkKind {
     Ledger,
     Jsonl,
     Log,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Sync,
+    Async,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
