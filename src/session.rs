@@ -3,7 +3,7 @@
 
 use crate::{
     classify::{classify, Classification},
-    config::{Config, OnError},
+    config::{Config, Durability, OnError},
     event::{Event, Outcome, Parts},
     facts::{unbracket, ConnectionFacts, MessageFacts, Recipient},
     ip,
@@ -214,11 +214,19 @@ impl Session {
 
         if config.events.enabled {
             let event = self.event(&msg, &class, Outcome::Accepted, labels);
-            if let Err(e) = self.events.commit(event).await {
-                error!(queue_id = %qid, "event not recorded: {e}");
-                if config.events.on_error == OnError::Tempfail {
-                    return Status::Tempfail;
+            match config.events.durability {
+                // The answer waits until the event is stored, so an accepted message always has
+                // its record.
+                Durability::Sync => {
+                    if let Err(e) = self.events.commit(event).await {
+                        error!(queue_id = %qid, "event not recorded: {e}");
+                        if config.events.on_error == OnError::Tempfail {
+                            return Status::Tempfail;
+                        }
+                    }
                 }
+                // A write failure is then only logged, with the event in full.
+                Durability::Async => self.events.enqueue(event).await,
             }
         }
 

@@ -2,6 +2,9 @@
 //! commit): whatever queued up while the last batch was written goes out together, with one
 //! sync, and each message that waits for its event is answered when its batch is durable.
 //!
+//! With `events.durability = "async"` the MTA is answered without waiting; at most
+//! `events.queue_size` such events wait, and beyond that the answer waits for a place.
+//!
 //! A sink that fails does not lose the event: it is logged in full (already pseudonymised) at
 //! error level, and the waiting message learns of the failure so `events.on_error` applies.
 
@@ -13,8 +16,8 @@ use crate::{
     config::{Config, SinkKind},
     event::Event,
 };
-use std::{io, thread};
-use tokio::sync::{mpsc, oneshot};
+use std::{io, sync::Arc, thread};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info};
 
 /// A destination for events.
@@ -49,7 +52,8 @@ fn open_sinks(config: &Config) -> io::Result<Vec<Box<dyn Sink>>> {
 type Ack = oneshot::Sender<Result<(), String>>;
 
 enum Request {
-    Event(Box<Event>, Option<Ack>),
+    /// An event; its ack if someone waits for it; its place in the async queue if it holds one.
+    Event(Box<Event>, Option<Ack>, Option<OwnedSemaphorePermit>),
     /// Re-open every sink from this configuration (SIGHUP: new paths, rotated files).
     Reopen(Box<Config>, oneshot::Sender<Result<(), String>>),
     /// Delete expired events from every store.
@@ -61,6 +65,8 @@ enum Request {
 #[derive(Clone)]
 pub struct EventWriter {
     tx: mpsc::UnboundedSender<Request>,
+    /// Places in the queue for events nobody waits for (`events.durability = "async"`).
+    queue: Arc<Semaphore>,
 }
 
 /// Most events written in one batch.
@@ -74,23 +80,38 @@ impl EventWriter {
         thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || writer(sinks, rx))?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            queue: Arc::new(Semaphore::new(config.events.queue_size)),
+        })
     }
 
     /// Writes an event and waits until it is durable in every sink.
     pub async fn commit(&self, event: Event) -> Result<(), String> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Request::Event(Box::new(event), Some(ack)))
+            .send(Request::Event(Box::new(event), Some(ack), None))
             .map_err(|_| "the event writer has stopped".to_string())?;
         done.await
             .map_err(|_| "the event writer has stopped".to_string())?
     }
 
+    /// Queues an event without waiting for it to be written (`durability = "async"`). When
+    /// `queue_size` events already wait, this waits for a place: under overload the MTA is
+    /// slowed down, and no event is dropped.
+    pub async fn enqueue(&self, event: Event) {
+        let place = Arc::clone(&self.queue).acquire_owned().await.ok();
+        self.send_or_log(Request::Event(Box::new(event), None, place));
+    }
+
     /// Queues an event without waiting (aborted messages: nobody is waiting for an answer).
     pub fn record(&self, event: Event) {
-        if let Err(e) = self.tx.send(Request::Event(Box::new(event), None)) {
-            if let Request::Event(event, _) = e.0 {
+        self.send_or_log(Request::Event(Box::new(event), None, None));
+    }
+
+    fn send_or_log(&self, request: Request) {
+        if let Err(e) = self.tx.send(request) {
+            if let Request::Event(event, ..) = e.0 {
                 error!(event = %event.to_json(), "event writer stopped; event kept in this log line");
             }
         }
@@ -123,15 +144,17 @@ impl EventWriter {
 fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut batch: Vec<Event> = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
+    let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut pending = Some(first);
         // Gather what is queued, up to a control request, which is handled after the batch.
         let mut control = None;
         while let Some(request) = pending.take() {
             match request {
-                Request::Event(event, ack) => {
+                Request::Event(event, ack, place) => {
                     batch.push(*event);
                     acks.extend(ack);
+                    places.extend(place);
                     if batch.len() < MAX_BATCH {
                         pending = rx.try_recv().ok();
                     }
@@ -144,6 +167,7 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
             for ack in acks.drain(..) {
                 let _ = ack.send(result.clone());
             }
+            places.clear();
             batch.clear();
         }
         match control {

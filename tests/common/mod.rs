@@ -39,7 +39,11 @@ pub fn case_config(name: &str, dir: &Path) -> String {
 impl Milter {
     /// Starts the milter with the configuration file `tests/NAME`.
     pub async fn start(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(name, tempfile::tempdir().unwrap()).await
+    }
+
+    /// The same, in a directory the test has already prepared.
+    pub async fn start_in(name: &str, dir: TempDir) -> Self {
         let config_path = dir.path().join("privacy-milter.toml");
         std::fs::write(&config_path, case_config(name, dir.path())).unwrap();
         let config = Source::file(&config_path)
