@@ -16,6 +16,7 @@ pub mod ip;
 pub mod keys;
 pub mod ledger;
 pub mod listener;
+pub mod logging;
 pub mod privacy;
 pub mod rules;
 pub mod session;

@@ -168,13 +168,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-                    "{},indymilter=warn",
-                    config.log.level.as_str()
-                )))
-                .init();
+            if let Err(e) = privacy_milter::logging::init(&config.log) {
+                eprintln!("privacy-milter: {e}");
+                return ExitCode::FAILURE;
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

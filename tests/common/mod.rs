@@ -335,7 +335,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(name, tempfile::tempdir().unwrap())
+    }
+
+    /// The same, in a directory the test has already prepared.
+    pub fn start_in(name: &str, dir: TempDir) -> Self {
         let config_path = dir.path().join("privacy-milter.toml");
         std::fs::write(&config_path, case_config(name, dir.path())).unwrap();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();

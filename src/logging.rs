@@ -1,0 +1,131 @@
+//! Where log lines go (`[log] destination`): stderr, systemd's journal (with each event's
+//! fields as journal fields), or RFC 5424 messages on the local syslog socket.
+
+use crate::config::{Log, LogDestination};
+use std::{
+    io::{self, Write},
+    sync::{Arc, Mutex},
+};
+use syslog::{Formatter5424, Logger, LoggerBackend};
+use tracing::Level;
+use tracing_subscriber::{
+    fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter,
+};
+
+/// Installs the global subscriber, or says why the destination cannot be used.
+pub fn init(log: &Log) -> Result<(), String> {
+    let filter = || EnvFilter::new(format!("{},indymilter=warn", log.level.as_str()));
+    match log.destination {
+        LogDestination::Stderr => tracing_subscriber::fmt()
+            .with_writer(io::stderr)
+            .with_env_filter(filter())
+            .init(),
+        LogDestination::Journald => {
+            let journal = tracing_journald::layer().map_err(|e| {
+                format!("log.destination = \"journald\": cannot reach the journal: {e}")
+            })?;
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(
+                    journal
+                        .with_syslog_identifier("privacy-milter".into())
+                        .with_field_prefix(None),
+                )
+                .init()
+        }
+        LogDestination::Syslog => {
+            let writer = SyslogWriter::connect(log)?;
+            tracing_subscriber::fmt()
+                .with_writer(writer)
+                .with_ansi(false)
+                .without_time()
+                .with_env_filter(filter())
+                .init()
+        }
+    }
+    Ok(())
+}
+
+type SyslogLogger = Logger<LoggerBackend, Formatter5424>;
+
+/// Sends each formatted log line as one RFC 5424 message, facility mail.
+struct SyslogWriter {
+    logger: Arc<Mutex<SyslogLogger>>,
+}
+
+impl SyslogWriter {
+    fn connect(log: &Log) -> Result<Self, String> {
+        let formatter = Formatter5424 {
+            facility: syslog::Facility::LOG_MAIL,
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok()),
+            process: "privacy-milter".into(),
+            pid: std::process::id(),
+        };
+        let logger = syslog::unix_custom(formatter, &log.syslog_socket).map_err(|e| {
+            format!(
+                "log.destination = \"syslog\": cannot reach {} (log.syslog_socket): {e}",
+                log.syslog_socket.display()
+            )
+        })?;
+        Ok(Self {
+            logger: Arc::new(Mutex::new(logger)),
+        })
+    }
+}
+
+/// One log line, sent when the formatter is done with it.
+pub struct SyslogLine {
+    logger: Arc<Mutex<SyslogLogger>>,
+    level: Level,
+    buf: Vec<u8>,
+}
+
+impl Write for SyslogLine {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buf);
+        let message = (0, Default::default(), text.trim_end().to_string());
+        let mut logger = self.logger.lock().unwrap_or_else(|e| e.into_inner());
+        // A syslog daemon that is away loses the line; the milter carries on.
+        let _ = match self.level {
+            Level::ERROR => logger.err(message),
+            Level::WARN => logger.warning(message),
+            Level::INFO => logger.info(message),
+            _ => logger.debug(message),
+        };
+    }
+}
+
+impl<'a> MakeWriter<'a> for SyslogWriter {
+    type Writer = SyslogLine;
+
+    fn make_writer(&'a self) -> SyslogLine {
+        self.line(Level::INFO)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> SyslogLine {
+        self.line(*meta.level())
+    }
+}
+
+impl SyslogWriter {
+    fn line(&self, level: Level) -> SyslogLine {
+        SyslogLine {
+            logger: Arc::clone(&self.logger),
+            level,
+            buf: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Log destinations: RFC 5424 messages on a syslog socket, and systemd's journal native
+//! protocol, each received here on a socket of the test's own.
+mod common;
+use common::*;
+use std::{os::unix::net::UnixDatagram, time::Duration};
+
+/// Receives messages until one contains every one of `until`.
+fn receive_all(socket: &UnixDatagram, until: &[&str]) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !got
+        .iter()
+        .any(|m: &String| until.iter().all(|u| m.contains(u)))
+    {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no more messages ({e}); got {got:#?}"));
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    got
+}
+
+#[tokio::test]
+async fn syslog_rfc5424() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+    let mut daemon = Daemon::start_in("logging/syslog.toml", dir);
+    let mail = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .queue_id("4Syslog");
+    mail.send_on(daemon.connect().await).await;
+    let got = receive_all(&socket, &["privacy_milter::event", "4Syslog"]);
+    // <22> is facility mail (2) and severity info (6); "1" is the RFC 5424 version.
+    let line = got
+        .iter()
+        .find(|m| m.contains("4Syslog") && m.contains("message"))
+        .unwrap();
+    assert!(line.starts_with("<22>1 "), "{line}");
+    assert!(line.contains(" privacy-milter "), "{line}");
+    assert!(daemon.stop().success());
+    assert_eq!(daemon.log(), "", "nothing went to stderr");
+}
+
+#[tokio::test]
+async fn syslog_unreachable_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, case_config("logging/syslog.toml", dir.path())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log.syslog_socket") && err.contains("cannot reach"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn journald_native_protocol() {
+    let path = std::path::Path::new("/run/systemd/journal/socket");
+    if path.exists() {
+        eprintln!("a journal runs here: not replacing its socket, skipping");
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let socket = UnixDatagram::bind(path).unwrap();
+    struct Remove<'a>(&'a std::path::Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _cleanup = Remove(path);
+    let mut daemon = Daemon::start("logging/journald.toml");
+    let mail = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .queue_id("4Journal");
+    mail.send_on(daemon.connect().await).await;
+    // Fields are written as NAME, newline, a 64-bit length, the value (journal native protocol).
+    let got = receive_all(&socket, &["\nQUEUE_ID\n", "4Journal", "\nDIRECTION\n"]);
+    let entry = got.last().unwrap();
+    assert!(entry.contains("PRIORITY"), "{entry}");
+    assert!(
+        entry.contains("SYSLOG_IDENTIFIER\n") && entry.contains("privacy-milter"),
+        "{entry}"
+    );
+    assert!(entry.contains("relay"), "{entry}");
+    assert!(daemon.stop().success());
+}
