@@ -123,7 +123,7 @@ impl Gate {
     }
 }
 
-pub type Stream = indymilter::EitherStream<Coalesced<QuickAckStream>, Coalesced<UnixStream>>;
+pub type Stream = indymilter::EitherStream<QuickAckStream, UnixStream>;
 
 impl indymilter::Listener for Gate {
     type Io = Stream;
@@ -136,14 +136,14 @@ impl indymilter::Listener for Gate {
             Some(Listener::Tcp(l)) => match TcpListener::poll_accept(l, cx) {
                 Poll::Ready(Ok((stream, _))) => {
                     let _ = stream.set_nodelay(true);
-                    let stream = Coalesced::new(QuickAckStream::new(stream));
+                    let stream = QuickAckStream::new(stream);
                     Poll::Ready(Ok(indymilter::EitherStream::Tcp(stream)))
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             },
             Some(Listener::Unix(u)) => UnixListener::poll_accept(&u.listener, cx)
-                .map_ok(|(stream, _)| indymilter::EitherStream::Unix(Coalesced::new(stream))),
+                .map_ok(|(stream, _)| indymilter::EitherStream::Unix(stream)),
         }
     }
 }
@@ -209,94 +209,5 @@ impl AsyncWrite for QuickAckStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Sends each milter reply with one write. indymilter writes a reply as three pieces (length,
-/// command byte, payload) and then flushes; with `TCP_NODELAY` each piece would leave as its own
-/// segment (three syscalls and three packets per reply). The pieces are collected here and
-/// written when indymilter flushes, shuts the stream down, or reads again.
-pub struct Coalesced<S> {
-    inner: S,
-    out: Vec<u8>,
-}
-
-/// Above this many buffered bytes a write first waits for the buffer to drain.
-const COALESCE_LIMIT: usize = 64 * 1024;
-
-impl<S: AsyncWrite + Unpin> Coalesced<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            out: Vec::new(),
-        }
-    }
-
-    /// Writes out everything buffered.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.out) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.out.drain(..n);
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // Never wait for the MTA while part of our answer is still here.
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
-        }
-        if !this.out.is_empty() {
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.out.len() >= COALESCE_LIMIT {
-            match this.poll_drain(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        this.out.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match this.poll_drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
-            other => other,
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match this.poll_drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
-            other => other,
-        }
     }
 }

@@ -166,6 +166,36 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
             "is empty but the ledger sink is enabled".into(),
         ));
     }
+    if config.events.sinks.contains(&SinkKind::Postgres) {
+        let pg = &config.events.postgres;
+        if pg.url.trim().is_empty() {
+            return Err((
+                "events.postgres.url",
+                "is empty but the postgres sink is enabled".into(),
+            ));
+        }
+        if let Err(e) = pg.url.parse::<postgres::Config>() {
+            return Err((
+                "events.postgres.url",
+                format!("is not a PostgreSQL connection URL: {e}"),
+            ));
+        }
+        if pg.pool_size == 0 {
+            return Err(("events.postgres.pool_size", "must be at least 1".into()));
+        }
+        if pg.connect_timeout.0.is_zero() {
+            return Err((
+                "events.postgres.connect_timeout",
+                "must be longer than 0s".into(),
+            ));
+        }
+        if pg.spool.as_os_str().is_empty() {
+            return Err((
+                "events.postgres.spool",
+                "is empty but the postgres sink is enabled".into(),
+            ));
+        }
+    }
     if config.events.queue_size == 0 {
         return Err(("events.queue_size", "must be at least 1".into()));
     }
@@ -360,6 +390,11 @@ impl Config {
             .map(|s| match s {
                 SinkKind::Jsonl => format!("jsonl ({})", self.events.jsonl.path.display()),
                 SinkKind::Ledger => format!("ledger ({})", self.events.ledger.path.display()),
+                SinkKind::Postgres => format!(
+                    "postgres ({}, spool {})",
+                    crate::ledger::postgres::redacted(&self.events.postgres.url),
+                    self.events.postgres.spool.display()
+                ),
                 SinkKind::Log => "log".to_string(),
             })
             .collect();

@@ -222,7 +222,33 @@ pub struct Events {
     /// What the MTA is told when an event cannot be written.
     pub on_error: OnError,
     pub ledger: LedgerConfig,
+    pub postgres: PostgresConfig,
     pub jsonl: Jsonl,
+}
+
+/// Sink `postgres`: the ledger in a PostgreSQL database that several MTAs may share.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgresql://user[:password]@host[:port]/database` (or `host=... user=...`).
+    pub url: String,
+    /// Most connections held open at once.
+    pub pool_size: usize,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Period,
+    /// Local file that holds events while the database cannot take them (JSON lines).
+    pub spool: PathBuf,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 4,
+            connect_timeout: Period(std::time::Duration::from_secs(5)),
+            spool: "/var/lib/privacy-milter/postgres.spool".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -248,6 +274,7 @@ impl Default for Events {
             queue_size: 10_000,
             on_error: OnError::Accept,
             ledger: LedgerConfig::default(),
+            postgres: PostgresConfig::default(),
             jsonl: Jsonl::default(),
         }
     }
@@ -257,6 +284,7 @@ impl Default for Events {
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Ledger,
+    Postgres,
     Jsonl,
     Log,
 }

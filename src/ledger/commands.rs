@@ -6,9 +6,9 @@
 //! is all that is held that could concern it; with `hmac` the subject is looked up under
 //! every key still in the ring.
 
-use super::{Filter, Ledger};
+use super::{postgres::PgLedger, Filter, Ledger, Store};
 use crate::{
-    config::Config,
+    config::{Config, SinkKind},
     event::Event,
     keys::{self, Key, Kind},
     privacy::Pseudonymiser,
@@ -31,7 +31,32 @@ pub enum Format {
     Csv,
 }
 
-fn open(config: &Config) -> Result<Ledger, String> {
+/// Whether the ledger is the PostgreSQL one: sink `postgres` without sink `ledger`.
+fn on_postgres(config: &Config) -> bool {
+    let sinks = &config.events.sinks;
+    sinks.contains(&SinkKind::Postgres) && !sinks.contains(&SinkKind::Ledger)
+}
+
+/// Where the ledger is, for `stats`.
+fn location(config: &Config) -> String {
+    if on_postgres(config) {
+        format!(
+            "postgres {}",
+            super::postgres::redacted(&config.events.postgres.url)
+        )
+    } else {
+        config.events.ledger.path.display().to_string()
+    }
+}
+
+/// The ledger these commands work on: PostgreSQL when events go there rather than to the
+/// SQLite ledger, otherwise SQLite.
+fn open(config: &Config) -> Result<Box<dyn Store>, String> {
+    if on_postgres(config) {
+        return PgLedger::connect(&config.events.postgres)
+            .map(|l| Box::new(l) as Box<dyn Store>)
+            .map_err(|e| e.to_string());
+    }
     let path = &config.events.ledger.path;
     if !Path::new(path).exists() {
         return Err(format!(
@@ -39,7 +64,9 @@ fn open(config: &Config) -> Result<Ledger, String> {
             path.display()
         ));
     }
-    Ledger::open(path).map_err(|e| format!("{}: {e}", path.display()))
+    Ledger::open(path)
+        .map(|l| Box::new(l) as Box<dyn Store>)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The filter for `subject` as the policy stores it, or why nothing can be held. With HMACs
@@ -132,11 +159,7 @@ pub fn export(
 
 pub fn stats(config: &Config) -> Result<String, String> {
     let s = open(config)?.stats().map_err(|e| e.to_string())?;
-    let mut out = format!(
-        "ledger: {}\nevents: {}\n",
-        config.events.ledger.path.display(),
-        s.total
-    );
+    let mut out = format!("ledger: {}\nevents: {}\n", location(config), s.total);
     for (class, direction, n) in &s.counts {
         let _ = writeln!(out, "  class {class:<9} direction {direction:<9} {n}");
     }

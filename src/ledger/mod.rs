@@ -11,8 +11,52 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
 pub mod commands;
+pub mod postgres;
 
 pub type Result<T> = rusqlite::Result<T>;
+
+/// An error of any ledger backend.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the `ledger` commands need of a backend: the SQLite [`Ledger`] or PostgreSQL's
+/// [`postgres::PgLedger`].
+pub trait Store {
+    fn insert(&mut self, events: &[Event]) -> std::result::Result<(), StoreError>;
+    fn purge(&mut self, now: DateTime<Utc>) -> std::result::Result<usize, StoreError>;
+    fn find(&mut self, filter: &Filter) -> std::result::Result<Vec<Event>, StoreError>;
+    fn erase(&mut self, filter: &Filter) -> std::result::Result<usize, StoreError>;
+    fn export(
+        &mut self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> std::result::Result<Vec<Event>, StoreError>;
+    fn stats(&mut self) -> std::result::Result<Stats, StoreError>;
+}
+
+impl Store for Ledger {
+    fn insert(&mut self, events: &[Event]) -> std::result::Result<(), StoreError> {
+        Ok(Ledger::insert(self, events)?)
+    }
+    fn purge(&mut self, now: DateTime<Utc>) -> std::result::Result<usize, StoreError> {
+        Ok(Ledger::purge(self, now)?)
+    }
+    fn find(&mut self, filter: &Filter) -> std::result::Result<Vec<Event>, StoreError> {
+        Ok(Ledger::find(self, filter)?)
+    }
+    fn erase(&mut self, filter: &Filter) -> std::result::Result<usize, StoreError> {
+        Ok(Ledger::erase(self, filter)?)
+    }
+    fn export(
+        &mut self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> std::result::Result<Vec<Event>, StoreError> {
+        Ok(Ledger::export(self, since, until)?)
+    }
+    fn stats(&mut self) -> std::result::Result<Stats, StoreError> {
+        Ok(Ledger::stats(self)?)
+    }
+}
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &["

@@ -11,6 +11,7 @@
 mod jsonl;
 mod ledger;
 mod log;
+mod postgres;
 
 use crate::{
     config::{Config, SinkKind},
@@ -43,6 +44,9 @@ fn open_sinks(config: &Config) -> io::Result<Vec<Box<dyn Sink>>> {
             Ok(match kind {
                 SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
                 SinkKind::Ledger => Box::new(ledger::LedgerSink::open(&config.events.ledger.path)?),
+                SinkKind::Postgres => {
+                    Box::new(postgres::PostgresSink::open(&config.events.postgres)?)
+                }
                 SinkKind::Log => Box::new(log::LogSink),
             })
         })

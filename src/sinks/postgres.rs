@@ -1,0 +1,237 @@
+//! Sink `postgres`: events into the PostgreSQL ledger, one transaction per batch, with a
+//! local spool for when the database cannot take them.
+//!
+//! While PostgreSQL is unreachable, or a write fails, the batch is appended to the spool
+//! file (`events.postgres.spool`: one event as JSON per line, fsynced) and counts as
+//! written: the event is durable there. Before every later write, and at every purge, the
+//! spool is replayed into PostgreSQL in order, before anything newer; it is emptied only
+//! once the replay has committed. Events are inserted by id with `ON CONFLICT DO NOTHING`,
+//! so a replay cut short (a crash between commit and truncation) never duplicates anything.
+//!
+//! After a failure, the database is not tried again for a moment (longer when the failed
+//! attempt was slow, e.g. a connect timeout), so an outage does not make every message wait.
+
+use super::Sink;
+use crate::{config::PostgresConfig, event::Event, ledger::postgres::PgLedger};
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufRead, BufReader, Write},
+    os::unix::fs::{FileExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+use tracing::{error, info, warn};
+
+/// Most spooled events replayed in one transaction.
+const REPLAY_CHUNK: usize = 500;
+
+pub struct PostgresSink {
+    ledger: PgLedger,
+    spool: Spool,
+    /// A warning about the outage has been logged and no write has succeeded since.
+    outage: bool,
+    /// No attempt on the database before this.
+    retry_at: Option<Instant>,
+}
+
+impl PostgresSink {
+    /// Checks the URL and opens the spool. The database is first contacted by the first
+    /// write (on the writer thread), which also replays what an earlier run spooled.
+    pub fn open(config: &PostgresConfig) -> io::Result<Self> {
+        let ledger = PgLedger::new(config).map_err(io::Error::other)?;
+        let spool = Spool::open(&config.spool).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("events.postgres.spool {}: {e}", config.spool.display()),
+            )
+        })?;
+        Ok(Self {
+            ledger,
+            spool,
+            outage: false,
+            retry_at: None,
+        })
+    }
+
+    fn may_try(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Replays the spool (if anything is in it) and then `batch` into the database.
+    fn try_write(&mut self, batch: &[Event]) -> Result<(), String> {
+        if !self.spool.is_empty().map_err(|e| e.to_string())? {
+            let ledger = &self.ledger;
+            let replayed = self
+                .spool
+                .replay(|chunk| ledger.insert(chunk).map(drop).map_err(|e| e.to_string()))?;
+            self.spool
+                .clear()
+                .map_err(|e| format!("cannot empty the spool: {e}"))?;
+            info!(
+                "replayed {replayed} spooled events from {} into PostgreSQL",
+                self.spool.path.display()
+            );
+        }
+        if !batch.is_empty() {
+            self.ledger.insert(batch).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Tries the database, unless it failed a moment ago; true when it took everything.
+    fn attempt(&mut self, batch: &[Event]) -> bool {
+        if !self.may_try() {
+            return false;
+        }
+        let started = Instant::now();
+        match self.try_write(batch) {
+            Ok(()) => {
+                if self.outage {
+                    info!("PostgreSQL at {} takes events again", self.ledger.url());
+                }
+                self.outage = false;
+                self.retry_at = None;
+                true
+            }
+            Err(e) => {
+                if !self.outage {
+                    warn!(
+                        "PostgreSQL at {} cannot take events ({e}); they go to the spool {} until it can",
+                        self.ledger.url(),
+                        self.spool.path.display()
+                    );
+                    self.outage = true;
+                }
+                let pause =
+                    (started.elapsed() * 6).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                self.retry_at = Some(Instant::now() + pause);
+                false
+            }
+        }
+    }
+}
+
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn write(&mut self, batch: &[Event]) -> io::Result<()> {
+        if self.attempt(batch) {
+            return Ok(());
+        }
+        self.spool.append(batch).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "PostgreSQL is unreachable and the spool {} cannot be written: {e}",
+                    self.spool.path.display()
+                ),
+            )
+        })
+    }
+
+    fn purge(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<usize> {
+        // Also the periodic retry: whatever waits in the spool goes in first.
+        if !self.attempt(&[]) {
+            return Err(io::Error::other(format!(
+                "PostgreSQL at {} is unreachable; purging later",
+                self.ledger.url()
+            )));
+        }
+        self.ledger.purge(now).map_err(io::Error::other)
+    }
+}
+
+/// Events waiting for the database: JSON lines, appended and fsynced.
+struct Spool {
+    path: PathBuf,
+    file: File,
+}
+
+impl Spool {
+    fn open(path: &Path) -> io::Result<Self> {
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        if !existed {
+            // Make the new file's name durable too.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.file.metadata()?.len() == 0)
+    }
+
+    fn append(&mut self, batch: &[Event]) -> io::Result<()> {
+        let len = self.file.metadata()?.len();
+        let mut text = String::new();
+        if len > 0 {
+            // A line cut short by a crash must not swallow the next event.
+            let mut last = [0u8];
+            self.file.read_exact_at(&mut last, len - 1)?;
+            if last[0] != b'\n' {
+                text.push('\n');
+            }
+        }
+        for event in batch {
+            text.push_str(&event.to_json());
+            text.push('\n');
+        }
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()
+    }
+
+    /// Hands every spooled event to `insert`, in order and in chunks; returns how many.
+    /// A line that does not parse (cut short by a crash before its write was confirmed) is
+    /// logged and skipped.
+    fn replay(
+        &self,
+        mut insert: impl FnMut(&[Event]) -> Result<(), String>,
+    ) -> Result<usize, String> {
+        let reader = BufReader::new(
+            File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?,
+        );
+        let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
+        let mut total = 0;
+        for line in reader.lines() {
+            let line = line.map_err(|e| format!("{}: {e}", self.path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Event>(&line) {
+                Ok(event) => chunk.push(event),
+                Err(e) => error!(
+                    "skipping a damaged line of the spool {}: {e}: {line}",
+                    self.path.display()
+                ),
+            }
+            if chunk.len() == REPLAY_CHUNK {
+                insert(&chunk)?;
+                total += chunk.len();
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            insert(&chunk)?;
+            total += chunk.len();
+        }
+        Ok(total)
+    }
+
+    fn clear(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_all()
+    }
+}

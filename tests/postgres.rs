@@ -1,0 +1,525 @@
+//! The PostgreSQL ledger (sink `postgres`) against a real server: each test starts its own
+//! private cluster on loopback with scripts/postgres-test-server (own directory and port),
+//! and stops it at the end, also when the test fails.
+//!
+//! Without PostgreSQL installed the tests print that they skip, unless
+//! `PRIVACY_MILTER_E2E=require`: then the script installs it, and a failure to start fails.
+mod common;
+use common::*;
+use indymilter_test::Status;
+use serde_json::Value;
+use std::{
+    collections::HashSet,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+use tempfile::TempDir;
+
+fn required() -> bool {
+    std::env::var("PRIVACY_MILTER_E2E").is_ok_and(|v| v == "require")
+}
+
+fn installed() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.flatten()
+                .any(|d| d.path().join("bin/initdb").is_file())
+        })
+        .unwrap_or(false)
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-test-server")
+}
+
+/// A private PostgreSQL cluster, stopped on drop.
+struct Pg {
+    dir: TempDir,
+    url: String,
+}
+
+impl Pg {
+    /// Starts a cluster, or returns `None` (having said so) when PostgreSQL is missing and
+    /// not required.
+    fn start(test: &str) -> Option<Self> {
+        if !installed() && !required() {
+            eprintln!(
+                "{test}: skipped: PostgreSQL is not installed; set PRIVACY_MILTER_E2E=require to install it (scripts/postgres-test-server) and fail instead"
+            );
+            return None;
+        }
+        // Required: the script installs PostgreSQL when missing, and any failure fails the test.
+        let dir = tempfile::tempdir().unwrap();
+        // The cluster runs as the postgres user when we are root: it must reach its directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pg = Self {
+            dir,
+            url: String::new(),
+        };
+        pg.url = pg.run("start", Some(port));
+        Some(pg)
+    }
+
+    fn cluster(&self) -> PathBuf {
+        self.dir.path().join("pg")
+    }
+
+    fn run(&self, action: &str, port: Option<u16>) -> String {
+        let mut cmd = Command::new(script());
+        cmd.arg(action).arg(self.cluster());
+        if let Some(port) = port {
+            cmd.arg(port.to_string());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "postgres-test-server {action} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn stop(&self) {
+        self.run("stop", None);
+    }
+
+    /// Starts it again on the same port.
+    fn restart(&self) {
+        assert_eq!(self.run("start", None), self.url);
+    }
+
+    /// Runs a query on a thread of its own (the sync client cannot run inside the test's
+    /// runtime) and returns the rows as strings.
+    fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let url = self.url.clone();
+        let sql = sql.to_string();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .simple_query(&sql)
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(String::from))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn value(&self, sql: &str) -> String {
+        self.query(sql)[0][0].clone().unwrap_or_default()
+    }
+
+    /// Starts the milter with `tests/NAME`, its `@PG_URL@` pointing at this cluster.
+    async fn milter(&self, name: &str) -> Milter {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(name),
+        )
+        .unwrap()
+        .replace("@PG_URL@", &self.url);
+        let path = self.dir.path().join(name.replace('/', "-"));
+        std::fs::write(&path, text).unwrap();
+        // An absolute path: the harness reads it as is and fills in @DIR@.
+        Milter::start(path.to_str().unwrap()).await
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg(self.cluster())
+            .output();
+    }
+}
+
+fn ledger_cmd(milter: &Milter, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&milter.config_path)
+        .arg("ledger")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn send_three(milter: &Milter) {
+    for mail in [
+        Mail::from_ip("203.0.113.7")
+            .auth("alice")
+            .rcpt("bob@example.org")
+            .queue_id("4Internal"),
+        Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("bob@example.org")
+            .queue_id("4Inbound"),
+        Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("carol@transit.example")
+            .queue_id("4Relay"),
+    ] {
+        let (_, status) = mail.send(milter).await;
+        assert_eq!(status, Status::Continue);
+    }
+}
+
+fn ids(events: &[Value]) -> HashSet<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_land_in_postgres() {
+    let Some(pg) = Pg::start("events_land_in_postgres") else {
+        return;
+    };
+    let milter = pg.milter("postgres/privacy-milter.toml").await;
+    send_three(&milter).await;
+
+    assert_eq!(pg.value("SELECT MAX(version) FROM schema_version"), "1");
+    let rows = pg.query(
+        "SELECT id, host, class, direction, outcome, client_ip, sender_address, body
+         FROM events ORDER BY seq",
+    );
+    assert_eq!(rows.len(), 3);
+    let stored: HashSet<String> = rows.iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(
+        stored,
+        ids(&milter.events()),
+        "the same events as in events.jsonl"
+    );
+    let queue_ids: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(r[7].as_deref().unwrap()).unwrap();
+            assert_eq!(body["id"].as_str(), r[0].as_deref());
+            body["queue_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(queue_ids, ["4Internal", "4Inbound", "4Relay"]);
+    assert!(rows
+        .iter()
+        .all(|r| r[1].as_deref() == Some("mx.test.example")));
+    assert_eq!(rows[1][2].as_deref(), Some("inbound"));
+    assert_eq!(rows[2][3].as_deref(), Some("relay"));
+    assert_eq!(rows[0][4].as_deref(), Some("accepted"));
+    assert_eq!(rows[1][5].as_deref(), Some("198.51.100.9"));
+    assert_eq!(rows[1][6].as_deref(), Some("eve@remote.example"));
+    assert_eq!(
+        pg.value("SELECT string_agg(address, ',' ORDER BY address) FROM recipients"),
+        "bob@example.org,bob@example.org,carol@transit.example"
+    );
+    // Expiry is an instant: the relay event is kept 1s, the inbound one 90 days.
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM events WHERE expires_at < now() + interval '1 day'"),
+        "1"
+    );
+    assert!(!milter
+        .dir
+        .path()
+        .join("postgres.spool")
+        .metadata()
+        .is_ok_and(|m| m.len() > 0));
+}
+
+#[tokio::test]
+async fn ledger_commands_on_postgres() {
+    let Some(pg) = Pg::start("ledger_commands_on_postgres") else {
+        return;
+    };
+    let milter = pg.milter("postgres/privacy-milter.toml").await;
+    send_three(&milter).await;
+
+    let (ok, out, err) = ledger_cmd(&milter, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ledger: postgres postgresql://"), "{out}");
+    assert!(out.contains("events: 3"), "{out}");
+    assert!(
+        out.contains("class inbound")
+            && out.contains("class relay")
+            && out.contains("class internal"),
+        "{out}"
+    );
+
+    let (ok, out, err) = ledger_cmd(
+        &milter,
+        &["query", "--ip", "198.51.100.9", "--format", "json"],
+    );
+    assert!(ok, "{err}");
+    let found: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let queue_ids: Vec<&str> = found
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(queue_ids, ["4Inbound", "4Relay"]);
+
+    let (ok, out, _) = ledger_cmd(&milter, &["query", "--address", "bob@example.org"]);
+    assert!(ok);
+    assert!(
+        out.starts_with("2 events held for address bob@example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4Internal") && out.contains("4Inbound") && !out.contains("4Relay"),
+        "{out}"
+    );
+
+    let (ok, out, _) = ledger_cmd(&milter, &["export", "--format", "csv"]);
+    assert!(ok);
+    assert_eq!(
+        csv::Reader::from_reader(out.as_bytes()).records().count(),
+        3
+    );
+    let (ok, out, _) = ledger_cmd(&milter, &["export"]);
+    assert!(ok);
+    let exported: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        exported,
+        milter.events(),
+        "export gives back the events as written"
+    );
+    let (ok, out, _) = ledger_cmd(
+        &milter,
+        &["export", "--since", "2000-01-01", "--until", "2000-01-02"],
+    );
+    assert!(ok);
+    assert_eq!(out, "");
+
+    // The relay event is kept 1s; wait until that has passed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (ok, out, err) = ledger_cmd(&milter, &["purge"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "purged 1 expired events\n");
+    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "2");
+
+    let (ok, out, _) = ledger_cmd(&milter, &["erase", "--address", "eve@remote.example"]);
+    assert!(ok);
+    assert_eq!(out, "erased 1 events\n");
+    let (_, out, _) = ledger_cmd(&milter, &["export"]);
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("4Internal"));
+    let (_, out, _) = ledger_cmd(&milter, &["query", "--ip", "198.51.100.9"]);
+    assert!(out.starts_with("0 events held"), "{out}");
+    // The recipients of erased events go with them.
+    assert_eq!(pg.value("SELECT COUNT(*) FROM recipients"), "1");
+
+    // With the server gone the commands fail and say why.
+    pg.stop();
+    let (ok, _, err) = ledger_cmd(&milter, &["stats"]);
+    assert!(!ok);
+    assert!(err.contains("PostgreSQL at postgresql://"), "{err}");
+}
+
+#[tokio::test]
+async fn outage_spools_then_replays_in_order_exactly_once() {
+    let Some(pg) = Pg::start("outage_spools_then_replays_in_order_exactly_once") else {
+        return;
+    };
+    let milter = pg.milter("postgres/outage.toml").await;
+    let spool = milter.dir.path().join("postgres.spool");
+    let mut sent = Vec::new();
+    let milter = &milter;
+    let send = |n: usize| {
+        let queue_id = format!("4Q{n:03}");
+        async move {
+            let (_, status) = Mail::from_ip("198.51.100.9")
+                .sender("eve@remote.example")
+                .rcpt("bob@example.org")
+                .queue_id(&queue_id)
+                .send(milter)
+                .await;
+            // on_error = "tempfail": a lost event would tempfail the message.
+            assert_eq!(status, Status::Continue, "message {queue_id}");
+            queue_id
+        }
+    };
+
+    for n in 0..3 {
+        sent.push(send(n).await);
+    }
+    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "3");
+
+    pg.stop();
+    for n in 3..8 {
+        sent.push(send(n).await);
+    }
+    let spooled: Vec<Value> = std::fs::read_to_string(&spool)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let spooled_queue_ids: Vec<&str> = spooled
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        spooled_queue_ids,
+        sent[3..8],
+        "the outage's events wait in the spool"
+    );
+
+    pg.restart();
+    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "3");
+    // The next writes replay the spool (the sink waits a moment after a failure before it
+    // tries the database again, so keep sending until the spool is empty).
+    let mut n = 8;
+    while std::fs::metadata(&spool).unwrap().len() > 0 {
+        assert!(n < 200, "the spool was never replayed");
+        sent.push(send(n).await);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sent.push(send(n).await);
+
+    let rows = pg.query("SELECT id, body FROM events ORDER BY seq");
+    let stored_ids: Vec<String> = rows.iter().map(|r| r[0].clone().unwrap()).collect();
+    let distinct: HashSet<&String> = stored_ids.iter().collect();
+    assert_eq!(distinct.len(), stored_ids.len(), "no event stored twice");
+    assert_eq!(stored_ids.len(), sent.len(), "every message has its event");
+    assert_eq!(
+        distinct.into_iter().cloned().collect::<HashSet<_>>(),
+        ids(&milter.events())
+    );
+    let order: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(r[1].as_deref().unwrap()).unwrap();
+            body["queue_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(order, sent, "spooled events went in before the newer ones");
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM recipients"),
+        sent.len().to_string()
+    );
+}
+
+#[tokio::test]
+async fn spool_left_by_an_earlier_run_is_replayed_once() {
+    let Some(pg) = Pg::start("spool_left_by_an_earlier_run_is_replayed_once") else {
+        return;
+    };
+    pg.stop();
+    let mut first = pg.milter("postgres/outage.toml").await;
+    send_three(&first).await;
+    first.stop().await.unwrap();
+    let spool = first.dir.path().join("postgres.spool");
+    let spooled = std::fs::read_to_string(&spool).unwrap();
+    assert_eq!(spooled.lines().count(), 3);
+
+    pg.restart();
+    // A second milter finds that spool, with a duplicate (a replay cut short before the
+    // spool was emptied) and a last line cut short by a crash: the duplicate is not stored
+    // twice, the damaged line is skipped.
+    let second = pg.milter("postgres/outage.toml").await;
+    let second_spool = second.dir.path().join("postgres.spool");
+    let first_line = spooled.lines().next().unwrap();
+    std::fs::write(
+        &second_spool,
+        format!(
+            "{spooled}{first_line}\n{}",
+            &first_line[..first_line.len() / 2]
+        ),
+    )
+    .unwrap();
+    let (_, status) = Mail::from_ip("198.51.100.9")
+        .rcpt("bob@example.org")
+        .queue_id("4After")
+        .send(&second)
+        .await;
+    assert_eq!(status, Status::Continue);
+    assert_eq!(std::fs::metadata(&second_spool).unwrap().len(), 0);
+    let order: Vec<String> = pg
+        .query("SELECT body::json->>'queue_id' FROM events ORDER BY seq")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(order, ["4Internal", "4Inbound", "4Relay", "4After"]);
+}
+
+/// `check-config` with tests/postgres/privacy-milter.toml (placeholders as they are) and
+/// environment overrides.
+fn check_config(env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/privacy-milter.toml"))
+        .arg("check-config")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn postgres_keys_are_checked_and_the_password_never_shown() {
+    const URL: &str = "PRIVACY_MILTER_EVENTS__POSTGRES__URL";
+    let (ok, out) = check_config(&[(URL, "postgresql://pm:s3cret@db.example.org/privacy")]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "postgres (postgresql://pm:***@db.example.org/privacy, spool @DIR@/postgres.spool)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+
+    let (ok, out) = check_config(&[]);
+    assert!(!ok);
+    assert!(
+        out.contains("key events.postgres.url: is not a PostgreSQL connection URL"),
+        "{out}"
+    );
+    let (ok, out) = check_config(&[(URL, "")]);
+    assert!(!ok);
+    assert!(out.contains("key events.postgres.url: is empty"), "{out}");
+    let (ok, out) = check_config(&[
+        (URL, "postgresql://pm@db.example.org/privacy"),
+        ("PRIVACY_MILTER_EVENTS__POSTGRES__POOL_SIZE", "0"),
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("key events.postgres.pool_size: must be at least 1"),
+        "{out}"
+    );
+    let (ok, out) = check_config(&[
+        (URL, "postgresql://pm@db.example.org/privacy"),
+        ("PRIVACY_MILTER_EVENTS__POSTGRES__CONNECT_TIMEOUT", "soon"),
+    ]);
+    assert!(!ok);
+    assert!(out.contains("events.postgres.connect_timeout"), "{out}");
+}
