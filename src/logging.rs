@@ -18,6 +18,8 @@ pub fn init(log: &Log) -> Result<(), String> {
     match log.destination {
         LogDestination::Stderr => tracing_subscriber::fmt()
             .with_writer(io::stderr)
+            // Colours only for a person at a terminal, never into the journal or a file.
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
             .with_env_filter(filter())
             .init(),
         LogDestination::Journald => {

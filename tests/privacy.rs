@@ -83,3 +83,18 @@ async fn omitted() {
     }
     assert_eq!(events.lines().count(), 4, "{events}");
 }
+
+#[tokio::test]
+async fn hmac() {
+    let mut daemon = Daemon::start("privacy/hmac.toml");
+    send_personal_mail(&daemon).await;
+    assert!(daemon.stop().success());
+    let (log, events) = (daemon.log(), daemon.events_text());
+    for secret in SECRETS {
+        assert!(!log.contains(secret), "log carries {secret}:\n{log}");
+        assert!(!events.contains(secret), "events carry {secret}:\n{events}");
+    }
+    assert_eq!(events.lines().count(), 4, "{events}");
+    assert!(events.contains("\"ip\":\"hmac:") && events.contains("\"address\":\"hmac:"), "{events}");
+    assert!(log.contains("client=hmac:") && log.contains("sender=hmac:"), "{log}");
+}
