@@ -144,9 +144,18 @@ impl Shared {
             (new.socket_mode != old.socket_mode, "socket_mode"),
             (new.socket_group != old.socket_group, "socket_group"),
             (new.log.level != old.log.level, "log.level"),
-            (new.log.destination != old.log.destination, "log.destination"),
-            (new.log.syslog_socket != old.log.syslog_socket, "log.syslog_socket"),
-            (new.events.queue_size != old.events.queue_size, "events.queue_size"),
+            (
+                new.log.destination != old.log.destination,
+                "log.destination",
+            ),
+            (
+                new.log.syslog_socket != old.log.syslog_socket,
+                "log.syslog_socket",
+            ),
+            (
+                new.events.queue_size != old.events.queue_size,
+                "events.queue_size",
+            ),
         ] {
             if changed {
                 warn!("{key} changed: this takes effect only after a restart");

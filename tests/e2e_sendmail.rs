@@ -1,0 +1,172 @@
+//! End to end behind a real Sendmail (unpacked from the Debian debs by scripts/setup-test-deps,
+//! private daemon per test, see tests/e2e/mod.rs), with the milter attached by
+//! INPUT_MAIL_FILTER over TCP. Sendmail relays everything to the smtp-sink (SMART_HOST), so
+//! every recipient's `{rcpt_mailer}` is `relay`; locality comes from domains.local.
+//!
+//! Sendmail has no XCLIENT: every client is 127.0.0.1. With the default networks it is a
+//! trusted (own) client; configuring loopback as external gives inbound and relay mail.
+
+mod e2e;
+
+use e2e::{assert_actions, assert_event, compose, new_message_id, SendmailLab};
+
+fn lab(test: &str, milter_toml: &str) -> Option<SendmailLab> {
+    if !e2e::sendmail_available(test) {
+        return None;
+    }
+    Some(SendmailLab::start(milter_toml))
+}
+
+/// Loopback trusted (the default), skip_networks default: ours, no X-Originating-IP for a
+/// loopback source, tagged outbound.
+#[test]
+fn trusted_local_submission_to_remote() {
+    let Some(lab) = lab(
+        "trusted_local_submission_to_remote",
+        "[domains]\nlocal = [\"test.example\"]\n",
+    ) else {
+        return;
+    };
+    let mid = new_message_id("sm-trusted");
+    let msg = compose(
+        &mid,
+        "alice@test.example",
+        &["bob@remote.example"],
+        "sendmail trusted",
+        &[],
+    );
+    lab.swaks("alice@test.example", &["bob@remote.example"], msg)
+        .send(lab.path());
+    let (qid, got, event) = lab.delivered(&mid, 1);
+    got[0].assert_header("X-Originating-IP", &[]);
+    got[0].assert_header("X-Transit", &["outbound"]);
+    assert_event(&event, "outbound", true, "127.0.0.1", false, false);
+    assert_actions(&event, &["transit_tag.added"], &["originating_ip.added"]);
+    assert_eq!(event["queue_id"], qid.as_str());
+    assert_eq!(lab.milter.events().len(), 1);
+}
+
+/// Loopback trusted with skip_networks emptied: the origin header names 127.0.0.1.
+#[test]
+fn trusted_local_submission_without_skip() {
+    let Some(lab) = lab(
+        "trusted_local_submission_without_skip",
+        "[domains]\nlocal = [\"test.example\"]\n\n[rules.originating_ip]\nskip_networks = []\n",
+    ) else {
+        return;
+    };
+    let mid = new_message_id("sm-noskip");
+    let msg = compose(
+        &mid,
+        "alice@test.example",
+        &["bob@remote.example"],
+        "sendmail trusted, no skip",
+        &[],
+    );
+    lab.swaks("alice@test.example", &["bob@remote.example"], msg)
+        .send(lab.path());
+    let (qid, got, event) = lab.delivered(&mid, 1);
+    got[0].assert_header("X-Originating-IP", &["[127.0.0.1]"]);
+    got[0].assert_header("X-Transit", &["outbound"]);
+    assert_event(&event, "outbound", true, "127.0.0.1", false, false);
+    assert_actions(&event, &["originating_ip.added", "transit_tag.added"], &[]);
+    assert_eq!(event["queue_id"], qid.as_str());
+    assert_eq!(lab.milter.events().len(), 1);
+}
+
+const EXTERNAL: &str = r#"
+[networks]
+trusted = []
+
+[domains]
+local = ["test.example"]
+
+[rules.originating_ip]
+skip_networks = []
+"#;
+
+/// Loopback external: inbound mail to a local domain loses a forged transit tag and keeps the
+/// sender's X-Originating-IP; relay mail is tagged relay. One event per delivered message,
+/// with Sendmail's queue id.
+#[test]
+fn external_inbound_and_relay() {
+    let Some(lab) = lab("external_inbound_and_relay", EXTERNAL) else {
+        return;
+    };
+    let inbound = new_message_id("sm-inbound");
+    let msg = compose(
+        &inbound,
+        "mallory@remote.example",
+        &["bob@test.example"],
+        "sendmail inbound",
+        &[
+            ("X-Transit", "outbound"),
+            ("X-Originating-IP", "[192.0.2.99]"),
+        ],
+    );
+    lab.swaks("mallory@remote.example", &["bob@test.example"], msg)
+        .send(lab.path());
+    let (qid1, got, event) = lab.delivered(&inbound, 1);
+    got[0].assert_header("X-Transit", &[]);
+    got[0].assert_header("X-Originating-IP", &["[192.0.2.99]"]);
+    assert_event(&event, "inbound", false, "127.0.0.1", false, false);
+    assert_actions(
+        &event,
+        &["transit_tag.removed_forged"],
+        &["originating_ip.added", "transit_tag.added"],
+    );
+
+    let relay = new_message_id("sm-relay");
+    let msg = compose(
+        &relay,
+        "someone@remote.example",
+        &["carol@transit.example"],
+        "sendmail relay",
+        &[("X-Transit", "outbound")],
+    );
+    lab.swaks("someone@remote.example", &["carol@transit.example"], msg)
+        .send(lab.path());
+    let (qid2, got, event) = lab.delivered(&relay, 1);
+    got[0].assert_header("X-Transit", &["relay"]);
+    got[0].assert_header("X-Originating-IP", &[]);
+    assert_event(&event, "relay", true, "127.0.0.1", false, false);
+    assert_actions(
+        &event,
+        &["transit_tag.added", "transit_tag.removed_forged"],
+        &["originating_ip.added"],
+    );
+
+    let mut got: Vec<String> = lab
+        .milter
+        .events()
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    got.sort();
+    let mut want = vec![qid1, qid2];
+    want.sort();
+    assert_eq!(got, want, "one event per delivered message");
+}
+
+/// The `{rcpt_mailer}` macro arrives from Sendmail: with no local domains but `relay` in
+/// local_mailers, a recipient that Sendmail hands to its relay mailer counts as local.
+#[test]
+fn rcpt_mailer_from_sendmail() {
+    let toml = "[networks]\ntrusted = []\n\n[domains]\nlocal = []\nlocal_mailers = [\"relay\"]\n";
+    let Some(lab) = lab("rcpt_mailer_from_sendmail", toml) else {
+        return;
+    };
+    let mid = new_message_id("sm-mailer");
+    let msg = compose(
+        &mid,
+        "someone@remote.example",
+        &["carol@transit.example"],
+        "sendmail rcpt_mailer",
+        &[],
+    );
+    lab.swaks("someone@remote.example", &["carol@transit.example"], msg)
+        .send(lab.path());
+    let (_, got, event) = lab.delivered(&mid, 1);
+    got[0].assert_header("X-Transit", &[]);
+    assert_event(&event, "inbound", false, "127.0.0.1", false, false);
+}
