@@ -26,7 +26,10 @@ async fn sigkill_loses_no_accepted_message() {
                     return;
                 };
                 let qid = format!("4W{worker}N{n}");
-                let mail = Mail::from_ip("203.0.113.7").auth("alice").rcpt("bob@remote.example").queue_id(&qid);
+                let mail = Mail::from_ip("203.0.113.7")
+                    .auth("alice")
+                    .rcpt("bob@remote.example")
+                    .queue_id(&qid);
                 // Any protocol failure means the daemon is gone: stop this worker.
                 let result = tokio::spawn(async move { mail.send_on(conn).await });
                 match tokio::time::timeout(Duration::from_secs(5), result).await {
@@ -63,14 +66,24 @@ async fn sigkill_loses_no_accepted_message() {
         .args(["ledger", "export"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut count: HashMap<String, usize> = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let event: serde_json::Value = serde_json::from_str(line).unwrap();
-        *count.entry(event["queue_id"].as_str().unwrap().to_string()).or_default() += 1;
+        *count
+            .entry(event["queue_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     for qid in &accepted {
-        assert_eq!(count.get(qid), Some(&1), "accepted message {qid} must have exactly one event");
+        assert_eq!(
+            count.get(qid),
+            Some(&1),
+            "accepted message {qid} must have exactly one event"
+        );
     }
     assert!(count.values().all(|n| *n == 1), "no event twice");
 }
@@ -91,7 +104,9 @@ async fn async_queue_is_bounded_and_drops_nothing() {
     let mut sent = 0;
     let mut blocked = None;
     for n in 0..400 {
-        let mail = Mail::from_ip("198.51.100.9").rcpt("x@remote.example").queue_id(&format!("4Q{n}"));
+        let mail = Mail::from_ip("198.51.100.9")
+            .rcpt("x@remote.example")
+            .queue_id(&format!("4Q{n}"));
         let conn = milter.connect().await;
         let mut send = tokio::spawn(async move { mail.send_on(conn).await });
         match tokio::time::timeout(Duration::from_secs(3), &mut send).await {
@@ -108,14 +123,20 @@ async fn async_queue_is_bounded_and_drops_nothing() {
     // A pipe holds at most 64 KiB (about a hundred events) plus the queue of 3: the answers
     // must have stopped coming before 400 messages.
     let blocked = blocked.expect("a full queue holds up end of message");
-    assert!(sent >= 3, "async answers without waiting for the write: {sent}");
+    assert!(
+        sent >= 3,
+        "async answers without waiting for the write: {sent}"
+    );
 
     // What is in the pipe now is every event written so far: fewer than were answered, since
     // the answers did not wait (with "sync" every answered event would be in the pipe).
     let mut first = vec![0u8; 1 << 20];
     let n = reader.read(&mut first).unwrap();
     let written = first[..n].iter().filter(|b| **b == b'\n').count();
-    assert!(sent > written, "answered {sent}, written {written}: the answers waited for the writes");
+    assert!(
+        sent > written,
+        "answered {sent}, written {written}: the answers waited for the writes"
+    );
 
     // Drain the pipe: the held-up message completes, and every event arrives once.
     let head = first[..n].to_vec();
@@ -143,7 +164,12 @@ async fn async_queue_is_bounded_and_drops_nothing() {
     let text = drain.join().unwrap();
     let mut ids: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["queue_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids.len(), sent, "every answered message has its event");
     ids.sort();

@@ -95,6 +95,12 @@ async fn hmac() {
         assert!(!events.contains(secret), "events carry {secret}:\n{events}");
     }
     assert_eq!(events.lines().count(), 4, "{events}");
-    assert!(events.contains("\"ip\":\"hmac:") && events.contains("\"address\":\"hmac:"), "{events}");
-    assert!(log.contains("client=hmac:") && log.contains("sender=hmac:"), "{log}");
+    assert!(
+        events.contains("\"ip\":\"hmac:") && events.contains("\"address\":\"hmac:"),
+        "{events}"
+    );
+    assert!(
+        log.contains("client=hmac:") && log.contains("sender=hmac:"),
+        "{log}"
+    );
 }
