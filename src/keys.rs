@@ -103,8 +103,13 @@ pub fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
     }
 }
 
-/// Reads every key of `kind`, refusing key files that others could read.
+/// Reads every key of `kind`, refusing a directory or key files that others could read. A
+/// missing directory holds no keys: only the daemon creates it (as its own user), so that
+/// `check-config` or `ip decrypt` run as root never leave a directory the daemon cannot use.
 pub fn load(dir: &Path, kind: Kind) -> Result<Ring, KeyError> {
+    if !dir.exists() {
+        return Ok(Ring::default());
+    }
     ensure_dir(dir)?;
     let mut keys = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| err(dir, e))? {
@@ -163,6 +168,7 @@ pub fn rotate(
     rotation: Duration,
     now: DateTime<Utc>,
 ) -> Result<Ring, KeyError> {
+    ensure_dir(dir)?;
     let mut ring = load(dir, kind)?;
     let due = match ring.current() {
         None => true,
@@ -278,6 +284,14 @@ mod tests {
             destroy_expired(&dir, Kind::Hmac, keep, t1 + chrono::Duration::days(91)).unwrap();
         assert_eq!(gone, ["20260101T000000Z"]);
         assert_eq!(load(&dir, Kind::Hmac).unwrap().keys.len(), 1);
+    }
+
+    #[test]
+    fn loading_never_creates_the_directory() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("keys");
+        assert!(load(&dir, Kind::Hmac).unwrap().keys.is_empty());
+        assert!(!dir.exists());
     }
 
     #[test]
