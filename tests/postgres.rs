@@ -523,3 +523,61 @@ fn postgres_keys_are_checked_and_the_password_never_shown() {
     assert!(!ok);
     assert!(out.contains("events.postgres.connect_timeout"), "{out}");
 }
+
+#[tokio::test]
+async fn pseudonymised_spool_and_database_hold_no_raw_ip_or_address() {
+    let Some(pg) = Pg::start("pseudonymised_spool_and_database_hold_no_raw_ip_or_address") else {
+        return;
+    };
+    let milter = pg.milter("postgres/hmac.toml").await;
+    let spool = milter.dir.path().join("postgres.spool");
+    let send = |n: usize| {
+        let milter = &milter;
+        async move {
+            let (_, status) = Mail::from_ip("203.0.113.7")
+                .auth("alice")
+                .sender("alice@example.org")
+                .rcpt("bob@remote.example")
+                .queue_id(&format!("4H{n:03}"))
+                .send(milter)
+                .await;
+            assert_eq!(status, Status::Continue);
+        }
+    };
+    const SECRETS: [&str; 3] = ["203.0.113.7", "alice@", "bob@"];
+    send(0).await;
+    pg.stop();
+    send(1).await;
+    send(2).await;
+    let spooled = std::fs::read_to_string(&spool).unwrap();
+    assert_eq!(spooled.lines().count(), 2, "{spooled}");
+    assert!(spooled.contains("\"ip\":\"hmac:"), "{spooled}");
+    for secret in SECRETS {
+        assert!(!spooled.contains(secret), "the spool holds {secret}");
+    }
+
+    pg.restart();
+    let mut n = 3;
+    while std::fs::metadata(&spool).unwrap().len() > 0 {
+        assert!(n < 200, "the spool was never replayed");
+        send(n).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = pg.query(
+        "SELECT coalesce(client_ip, ''), coalesce(sender_address, ''), body FROM events
+         UNION ALL SELECT coalesce(address, ''), coalesce(domain, ''), '' FROM recipients",
+    );
+    assert!(rows.len() >= 2 * 3, "events and recipients are stored");
+    let stored: String = rows
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for secret in SECRETS {
+        assert!(!stored.contains(secret), "the database holds {secret}");
+    }
+    assert!(stored.contains("hmac:") && stored.contains("example.org"));
+}
