@@ -24,23 +24,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn all_bytes(dir: &std::path::Path, prefix: &str) -> String {
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with(prefix)
-        {
-            bytes.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 #[tokio::test]
 async fn hmac_events_hold_no_raw_ip_or_address_and_are_queryable() {
     let mut milter = Milter::start("keys/hmac.toml").await;

@@ -4,21 +4,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn ledger_cmd(milter: &Milter, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
-        .arg("--config")
-        .arg(&milter.config_path)
-        .arg("ledger")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn send_three(milter: &Milter) {
     Mail::from_ip("203.0.113.7")
         .auth("alice")
@@ -140,21 +125,8 @@ async fn ledger_holds_no_raw_ip_or_address_when_pseudonymised() {
         "{out}"
     );
     milter.stop().await.unwrap();
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(milter.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("ledger.sqlite")
-        {
-            bytes.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    assert!(bytes.len() > 4096, "the ledger was written");
-    let text = String::from_utf8_lossy(&bytes);
+    let text = all_bytes(milter.dir.path(), "ledger.sqlite");
+    assert!(text.len() > 4096, "the ledger was written");
     for secret in [
         "203.0.113.7",
         "198.51.100.9",

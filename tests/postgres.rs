@@ -155,21 +155,6 @@ impl Drop for Pg {
     }
 }
 
-fn ledger_cmd(milter: &Milter, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
-        .arg("--config")
-        .arg(&milter.config_path)
-        .arg("ledger")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn send_three(milter: &Milter) {
     for mail in [
         Mail::from_ip("203.0.113.7")

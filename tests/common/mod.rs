@@ -123,6 +123,39 @@ impl Milter {
     }
 }
 
+/// Runs `privacy-milter --config <the milter's config> ledger ARGS`: (success, stdout, stderr).
+pub fn ledger_cmd(milter: &Milter, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&milter.config_path)
+        .arg("ledger")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The bytes of every file in `dir` whose name starts with `prefix`, as text (for searching
+/// a ledger and its WAL, or an events file, for data that must not be there).
+pub fn all_bytes(dir: &Path, prefix: &str) -> String {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// One message as an MTA would hand it over.
 #[derive(Clone, Debug)]
 pub struct Mail {
