@@ -1,18 +1,29 @@
 //! Ledger writer benchmark: events per second through the writer thread with group commit,
-//! at 1, 16 and 256 concurrent sessions, and the latency a session waits for its event in
-//! sync mode. Each figure is also given as a ratio to a baseline measured in the same run:
-//! the same writer with no sink (channel and thread hand-off only).
+//! at 1, 16 and 256 concurrent sessions, and how long a session waits for its event.
 //!
-//! Run: `cargo bench --bench ledger` (add `-- --quick` for a short run).
+//! Every figure is compared with two baselines measured in the same run, in alternation
+//! with the ledger, because these machines are shared and their disks' speed drifts:
+//!
+//! - `handoff`: the same writer with no sink (channel and thread hand-off only), the
+//!   ceiling set by the code around the sink;
+//! - `append`: the same writer with the `jsonl` sink, one `write` and one `fdatasync` per
+//!   batch: the least any durable group commit on this disk can cost, the floor for
+//!   `events.durability = "sync"`.
+//!
+//! `ledger sync` waits for each event to be committed, as end of message does with
+//! `events.durability = "sync"`; `ledger async` only queues it (`durability = "async"`), and
+//! its events/s counts until the writer has committed the last one.
+//!
+//! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`).
 
 use privacy_milter::{
     classify::Direction,
-    config::{Config, SinkKind},
+    config::{Config, Durability, SinkKind},
     event::{Client, Event, Outcome, RecipientView, Retention},
     privacy::AddressView,
     sinks::EventWriter,
 };
-use std::{sync::Arc, time::Instant};
+use std::{path::Path, time::Instant};
 
 fn event(n: u64) -> Event {
     Event {
@@ -50,13 +61,61 @@ fn event(n: u64) -> Event {
     }
 }
 
-struct Run {
-    per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Handoff,
+    Append,
+    LedgerSync,
+    LedgerAsync,
 }
 
-async fn run(writer: &EventWriter, sessions: usize, total: usize) -> Run {
+impl Variant {
+    const ALL: [Variant; 4] = [
+        Variant::Handoff,
+        Variant::Append,
+        Variant::LedgerSync,
+        Variant::LedgerAsync,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Handoff => "handoff",
+            Variant::Append => "append",
+            Variant::LedgerSync => "ledger sync",
+            Variant::LedgerAsync => "ledger async",
+        }
+    }
+
+    fn writer(self, dir: &Path) -> EventWriter {
+        let mut config = Config::default();
+        config.events.sinks = match self {
+            Variant::Handoff => Vec::new(),
+            Variant::Append => vec![SinkKind::Jsonl],
+            Variant::LedgerSync | Variant::LedgerAsync => vec![SinkKind::Ledger],
+        };
+        config.events.enabled = !config.events.sinks.is_empty();
+        config.events.ledger.path = dir.join("ledger.sqlite");
+        config.events.jsonl.path = dir.join("events.jsonl");
+        config.events.durability = if self == Variant::LedgerAsync {
+            Durability::Async
+        } else {
+            Durability::Sync
+        };
+        EventWriter::start(&config).expect("writer starts")
+    }
+}
+
+/// One measurement: events per second, and the wait per event in µs (p50, p99).
+#[derive(Clone, Copy, Default)]
+struct Run {
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn run(variant: Variant, sessions: usize, total: usize) -> Run {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let writer = variant.writer(dir.path());
     let per_session = total / sessions;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -67,7 +126,11 @@ async fn run(writer: &EventWriter, sessions: usize, total: usize) -> Run {
             for i in 0..per_session {
                 let e = event((s * per_session + i) as u64);
                 let t = Instant::now();
-                writer.commit(e).await.expect("written");
+                if variant == Variant::LedgerAsync {
+                    writer.enqueue(e).await;
+                } else {
+                    writer.commit(e).await.expect("written");
+                }
                 waits.push(t.elapsed().as_secs_f64() * 1e6);
             }
             waits
@@ -75,52 +138,73 @@ async fn run(writer: &EventWriter, sessions: usize, total: usize) -> Run {
     }
     let mut waits = Vec::new();
     for t in tasks {
-        waits.extend(t.await.unwrap());
+        waits.extend(t.await.expect("session"));
     }
+    // Async events count once written: stop() returns after the last batch is committed.
+    writer.stop().await;
     let elapsed = started.elapsed().as_secs_f64();
     waits.sort_by(f64::total_cmp);
     let pct = |p: f64| waits[((waits.len() as f64 * p) as usize).min(waits.len() - 1)];
     Run {
         per_second: waits.len() as f64 / elapsed,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+        p50: pct(0.50),
+        p99: pct(0.99),
     }
 }
 
-fn writer(dir: &std::path::Path, sinks: Vec<SinkKind>) -> EventWriter {
-    let mut config = Config::default();
-    config.events.sinks = sinks;
-    config.events.enabled = !config.events.sinks.is_empty();
-    config.events.ledger.path = dir.join("ledger.sqlite");
-    EventWriter::start(&config).expect("writer starts")
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let total = if quick { 4_096 } else { 32_768 };
-    println!("ledger writer, {total} events per run (SQLite WAL, synchronous=FULL, one transaction per batch)");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let total = if quick { 4_096 } else { 16_384 };
     println!(
-        "{:>9}  {:>12}  {:>10}  {:>10}  {:>10}  {:>14}",
-        "sessions", "events/s", "p50 µs", "p99 µs", "base ev/s", "ratio to base"
+        "ledger writer: {total} events per run (1 session: {}), median of {rounds} alternating rounds",
+        total / 8
+    );
+    println!(
+        "{:>8}  {:<12}  {:>9}  {:>9}  {:>9}  {:>16}  {:>16}",
+        "sessions", "variant", "events/s", "p50 µs", "p99 µs", "events/s÷append", "p99÷append p99"
     );
     for sessions in [1, 16, 256] {
-        // Fewer events for one session: every event is its own transaction there.
+        // Fewer events for one session: every event is its own fsync there.
         let n = if sessions == 1 { total / 8 } else { total };
-        let base_dir = tempfile::tempdir().unwrap();
-        let base = run(&writer(base_dir.path(), Vec::new()), sessions, n).await;
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Arc::new(writer(dir.path(), vec![SinkKind::Ledger]));
-        let r = run(&ledger, sessions, n).await;
-        ledger.stop().await;
-        println!(
-            "{:>9}  {:>12.0}  {:>10.0}  {:>10.0}  {:>10.0}  {:>14.3}",
-            sessions,
-            r.per_second,
-            r.p50_us,
-            r.p99_us,
-            base.per_second,
-            r.per_second / base.per_second
-        );
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); Variant::ALL.len()];
+        for _ in 0..rounds {
+            for (i, variant) in Variant::ALL.into_iter().enumerate() {
+                runs[i].push(run(variant, sessions, n).await);
+            }
+        }
+        let medians: Vec<Run> = runs
+            .iter()
+            .map(|r| Run {
+                per_second: median(r.iter().map(|x| x.per_second).collect()),
+                p50: median(r.iter().map(|x| x.p50).collect()),
+                p99: median(r.iter().map(|x| x.p99).collect()),
+            })
+            .collect();
+        let append = medians[1];
+        for (variant, m) in Variant::ALL.into_iter().zip(&medians) {
+            println!(
+                "{:>8}  {:<12}  {:>9.0}  {:>9.0}  {:>9.0}  {:>16.2}  {:>16.2}",
+                sessions,
+                variant.name(),
+                m.per_second,
+                m.p50,
+                m.p99,
+                m.per_second / append.per_second,
+                m.p99 / append.p99
+            );
+        }
     }
 }

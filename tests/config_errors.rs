@@ -39,6 +39,11 @@ fn shipped_config_passes() {
         stdout.contains("socket: unix:/run/privacy-milter/privacy-milter.sock"),
         "{stdout}"
     );
+    // The embedded ledger is where events go unless the operator says otherwise.
+    assert!(
+        stdout.contains("sinks ledger (/var/lib/privacy-milter/ledger.sqlite)"),
+        "{stdout}"
+    );
 }
 
 #[test]

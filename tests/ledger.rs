@@ -160,3 +160,17 @@ fn missing_ledger_is_an_error() {
         String::from_utf8_lossy(&out.stderr).contains("no ledger at /nonexistent/ledger.sqlite")
     );
 }
+
+#[tokio::test]
+async fn a_new_ledger_is_not_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let milter = Milter::start("ledger/privacy-milter.toml").await;
+    send_three(&milter).await;
+    for name in ["ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"] {
+        let mode = std::fs::metadata(milter.dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "{name} has mode {:o}", mode & 0o777);
+    }
+}

@@ -269,7 +269,7 @@ impl Default for Events {
     fn default() -> Self {
         Self {
             enabled: true,
-            sinks: vec![SinkKind::Jsonl],
+            sinks: vec![SinkKind::Ledger],
             durability: Durability::Sync,
             queue_size: 10_000,
             on_error: OnError::Accept,

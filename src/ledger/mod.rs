@@ -8,7 +8,7 @@
 use crate::event::Event;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use std::{os::unix::fs::OpenOptionsExt, path::Path};
 
 pub mod commands;
 pub mod postgres;
@@ -116,6 +116,22 @@ fn stamp(t: DateTime<Utc>) -> String {
 
 impl Ledger {
     pub fn open(path: &Path) -> Result<Self> {
+        // SQLite would create the file with the umask's mode (and its -wal and -shm files
+        // with the same mode as the ledger): events are personal data, so start at 0640.
+        // An existing ledger keeps the mode its operator gave it.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(path)
+        {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(e.to_string()),
+                ));
+            }
+        }
         let conn = Connection::open(path)?;
         // WAL lets queries run beside the daemon; FULL makes every commit durable.
         conn.pragma_update(None, "journal_mode", "WAL")?;
