@@ -174,3 +174,42 @@ async fn a_new_ledger_is_not_world_readable() {
         assert_eq!(mode & 0o777, 0o640, "{name} has mode {:o}", mode & 0o777);
     }
 }
+
+/// More expired events than one purge step deletes: the daemon goes on, step after step
+/// (with the events of new messages written in between), until none is left.
+#[tokio::test]
+async fn daemon_purges_a_backlog_in_steps() {
+    let daemon = Daemon::start("ledger/backlog.toml");
+    let relayed = 1_100;
+    assert!(relayed > 2 * privacy_milter::ledger::PURGE_CHUNK);
+    for n in 0..relayed {
+        Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("carol@transit.example")
+            .queue_id(&format!("4R{n:05}"))
+            .send_on(daemon.connect().await)
+            .await;
+    }
+    Mail::from_ip("198.51.100.9")
+        .sender("eve@remote.example")
+        .rcpt("bob@example.org")
+        .queue_id("4Inbound")
+        .send_on(daemon.connect().await)
+        .await;
+    // Relay events are kept 1s. The purge timer (1h) restarts on reload, and its first tick
+    // purges at once: one purge, which must take the whole backlog.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_log(&format!(
+        "purged {relayed} expired events from the ledger sink"
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&daemon.config_path)
+        .args(["ledger", "export"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("4Inbound"), "{out}");
+}

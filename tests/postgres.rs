@@ -454,6 +454,185 @@ async fn spool_left_by_an_earlier_run_is_replayed_once() {
     assert_eq!(order, ["4Internal", "4Inbound", "4Relay", "4After"]);
 }
 
+/// An event as the milter writes it, with the given host and expiry.
+fn planted_event(queue_id: &str, host: &str, expires_at: &str) -> Value {
+    serde_json::json!({
+        "schema": "privacy-milter.message.v1",
+        "id": uuid::Uuid::now_v7().to_string(),
+        "time": "2026-11-26T18:00:00.000Z",
+        "host": host,
+        "queue_id": queue_id,
+        "outcome": "accepted",
+        "direction": "inbound",
+        "transit": false,
+        "client": {"ip": "198.51.100.0/24", "authenticated": false, "webmail": false},
+        "sender": {"domain": "remote.example"},
+        "recipients": [{"domain": "example.org", "local": true}],
+        "size": 100,
+        "actions": [],
+        "retention": {"class": "inbound", "expires_at": expires_at}
+    })
+}
+
+/// An event PostgreSQL refuses for good (here a NUL byte, which no `text` value may hold)
+/// must not block the spool: it goes to the rejects file, the others go on, in order, and the
+/// rejects file is purged of expired events like the ledger.
+#[tokio::test]
+async fn refused_events_go_to_the_rejects_file_and_the_rest_goes_on() {
+    let Some(pg) = Pg::start("refused_events_go_to_the_rejects_file_and_the_rest_goes_on") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let later = "2099-01-01T00:00:00.000Z";
+    let refused = planted_event("4Refused", "mx\u{0}.test.example", later);
+    let planted = [
+        planted_event("4A", "mx.test.example", later),
+        refused.clone(),
+        planted_event("4C", "mx.test.example", later),
+        planted_event(
+            "4RefusedExpired",
+            "mx\u{0}.test.example",
+            "2000-01-01T00:00:00.000Z",
+        ),
+    ];
+    let spool_text: String = planted.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(dir.path().join("postgres.spool"), spool_text).unwrap();
+    let config = dir.path().join("rejects.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/outage.toml"),
+        )
+        .unwrap()
+        .replace("@PG_URL@", &pg.url),
+    )
+    .unwrap();
+    let milter = Milter::start_in(config.to_str().unwrap(), dir).await;
+    let (_, status) = Mail::from_ip("198.51.100.9")
+        .sender("eve@remote.example")
+        .rcpt("bob@example.org")
+        .queue_id("4D")
+        .send(&milter)
+        .await;
+    assert_eq!(status, Status::Continue);
+
+    let order: Vec<String> = pg
+        .query("SELECT body::json->>'queue_id' FROM events ORDER BY seq")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(order, ["4A", "4C", "4D"]);
+    assert_eq!(
+        std::fs::metadata(milter.dir.path().join("postgres.spool"))
+            .unwrap()
+            .len(),
+        0,
+        "the spool is not blocked"
+    );
+    let rejects = milter.dir.path().join("postgres.spool.rejected");
+    // The purge at start drops the expired refused event from the rejects file.
+    let mut kept = String::new();
+    for _ in 0..100 {
+        kept = std::fs::read_to_string(&rejects).unwrap_or_default();
+        if kept.lines().count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept: Vec<Value> = kept
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        [refused],
+        "only the refused event that has not expired"
+    );
+    assert_eq!(
+        std::fs::metadata(&rejects).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// A statement stuck behind a lock is cancelled after `statement_timeout`: the event goes to
+/// the spool and the message goes on, instead of mail waiting for as long as the lock is held.
+#[tokio::test]
+async fn a_locked_table_sends_events_to_the_spool_after_statement_timeout() {
+    let Some(pg) = Pg::start("a_locked_table_sends_events_to_the_spool_after_statement_timeout")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("locked.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/outage.toml"),
+        )
+        .unwrap()
+        .replace("@PG_URL@", &pg.url)
+        .replace(
+            "connect_timeout = \"5s\"",
+            "connect_timeout = \"5s\"\nstatement_timeout = \"1s\"",
+        ),
+    )
+    .unwrap();
+    let milter = Milter::start_in(config.to_str().unwrap(), dir).await;
+    let send = |queue_id: &'static str| {
+        let milter = &milter;
+        async move {
+            let mail = Mail::from_ip("198.51.100.9")
+                .sender("eve@remote.example")
+                .rcpt("bob@example.org")
+                .queue_id(queue_id);
+            let sent = mail.send(milter);
+            // A guard against hanging, not a measurement: the timeout under test is 1s.
+            let (_, status) = tokio::time::timeout(Duration::from_secs(60), sent)
+                .await
+                .unwrap_or_else(|_| panic!("message {queue_id} still waits for its event"));
+            // on_error = "tempfail": a lost event would tempfail the message.
+            assert_eq!(status, Status::Continue, "message {queue_id}");
+        }
+    };
+    send("4Before").await;
+    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "1");
+
+    // Another session holds the table locked until told to let go.
+    let url = pg.url.clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = client.transaction().unwrap();
+        tx.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        tx.commit().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    send("4Locked").await;
+    let spool = milter.dir.path().join("postgres.spool");
+    let spooled = std::fs::read_to_string(&spool).unwrap();
+    assert!(spooled.contains("\"queue_id\":\"4Locked\""), "{spooled}");
+
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let mut n = 0;
+    while std::fs::metadata(&spool).unwrap().len() > 0 {
+        assert!(n < 100, "the spool was never replayed");
+        send("4After").await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let order: Vec<String> = pg
+        .query("SELECT body::json->>'queue_id' FROM events ORDER BY seq")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(&order[..2], ["4Before", "4Locked"]);
+}
+
 /// `check-config` with tests/postgres/privacy-milter.toml (placeholders as they are) and
 /// environment overrides.
 fn check_config(env: &[(&str, &str)]) -> (bool, String) {

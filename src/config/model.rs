@@ -236,6 +236,9 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// How long a connection attempt may take.
     pub connect_timeout: Period,
+    /// Longest a statement may run before the server cancels it (0s: no limit), so that a
+    /// locked table or a stuck server sends events to the spool instead of holding up mail.
+    pub statement_timeout: Period,
     /// Local file that holds events while the database cannot take them (JSON lines).
     pub spool: PathBuf,
 }
@@ -246,6 +249,7 @@ impl Default for PostgresConfig {
             url: String::new(),
             pool_size: 4,
             connect_timeout: Period(std::time::Duration::from_secs(5)),
+            statement_timeout: Period(std::time::Duration::from_secs(10)),
             spool: "/var/lib/privacy-milter/postgres.spool".into(),
         }
     }

@@ -88,6 +88,9 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX recipients_domain ON recipients (domain);
 "];
 
+/// Most events deleted in one purge transaction.
+pub const PURGE_CHUNK: usize = 500;
+
 /// What to look for: values as the ledger holds them, already pseudonymised by policy
 /// (several when HMACs were made under several keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,8 +203,25 @@ impl Ledger {
 
     /// Deletes every event whose expiry has passed; returns how many.
     pub fn purge(&mut self, now: DateTime<Utc>) -> Result<usize> {
-        self.conn
-            .execute("DELETE FROM events WHERE expires_at <= ?1", [stamp(now)])
+        let mut total = 0;
+        loop {
+            let n = self.purge_some(now, PURGE_CHUNK)?;
+            total += n;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes at most `limit` expired events, oldest expiry first, in one transaction;
+    /// returns how many. The daemon purges in such steps so that a large backlog never
+    /// holds up the events of messages waiting for their answer.
+    pub fn purge_some(&mut self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
+        self.conn.execute(
+            "DELETE FROM events WHERE id IN
+                 (SELECT id FROM events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+            params![stamp(now), limit as i64],
+        )
     }
 
     /// A subquery for the ids of the matching events, and its parameters.

@@ -90,7 +90,31 @@ fn stamp(t: DateTime<Utc>) -> String {
 fn instant(text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("invalid time {text:?} in an event: {e}").into())
+        .map_err(|e| InvalidEvent(format!("invalid time {text:?} in an event: {e}")).into())
+}
+
+/// An event that cannot be stored as it is.
+#[derive(Debug)]
+struct InvalidEvent(String);
+
+impl std::fmt::Display for InvalidEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidEvent {}
+
+/// Whether the database refused what it was given for good (a value it does not take, as
+/// opposed to a lost connection, a timeout or a lock, which pass): SQLSTATE classes 22 (data
+/// exception), 23 (integrity constraint) and 54 (program limit, e.g. an index row too large).
+pub fn refused_for_good(e: &StoreError) -> bool {
+    if e.downcast_ref::<InvalidEvent>().is_some() {
+        return true;
+    }
+    e.downcast_ref::<postgres::Error>()
+        .and_then(postgres::Error::code)
+        .is_some_and(|state| matches!(&state.code()[..2], "22" | "23" | "54"))
 }
 
 struct PoolState {
@@ -210,6 +234,15 @@ impl PgLedger {
         if pg.get_application_name().is_none() {
             pg.application_name("privacy-milter");
         }
+        let timeout_ms = config.statement_timeout.0.as_millis();
+        if timeout_ms > 0 {
+            // Server-side, so that it also cancels a statement waiting for a lock.
+            let options = match pg.get_options() {
+                Some(given) => format!("{given} -c statement_timeout={timeout_ms}"),
+                None => format!("-c statement_timeout={timeout_ms}"),
+            };
+            pg.options(&options);
+        }
         Ok(Self {
             pool: Pool {
                 config: pg,
@@ -288,10 +321,24 @@ impl PgLedger {
 
     /// Deletes every event whose expiry has passed; returns how many.
     pub fn purge(&self, now: DateTime<Utc>) -> Result<usize> {
-        let n = self
-            .pool
-            .get()?
-            .execute("DELETE FROM events WHERE expires_at <= $1", &[&now])?;
+        let mut total = 0;
+        loop {
+            let n = self.purge_some(now, super::PURGE_CHUNK)?;
+            total += n;
+            if n < super::PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes at most `limit` expired events in one statement (well inside
+    /// `statement_timeout` however large the backlog); returns how many.
+    pub fn purge_some(&self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
+        let n = self.pool.get()?.execute(
+            "DELETE FROM events WHERE id IN
+                 (SELECT id FROM events WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+            &[&now, &(limit as i64)],
+        )?;
         Ok(n as usize)
     }
 

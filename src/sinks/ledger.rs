@@ -23,7 +23,7 @@ impl Sink for LedgerSink {
         self.0.insert(batch).map_err(io::Error::other)
     }
 
-    fn purge(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<usize> {
-        self.0.purge(now).map_err(io::Error::other)
+    fn purge(&mut self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> io::Result<usize> {
+        self.0.purge_some(now, limit).map_err(io::Error::other)
     }
 }

@@ -26,8 +26,9 @@ trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Writes a batch and makes it durable before returning.
     fn write(&mut self, batch: &[Event]) -> io::Result<()>;
-    /// Deletes what has expired; returns how many events went. Only stores keep anything.
-    fn purge(&mut self, _now: chrono::DateTime<chrono::Utc>) -> io::Result<usize> {
+    /// Deletes at most `limit` of the events expired at `now`; returns how many went. Only
+    /// stores keep anything.
+    fn purge(&mut self, _now: chrono::DateTime<chrono::Utc>, _limit: usize) -> io::Result<usize> {
         Ok(0)
     }
 }
@@ -145,12 +146,71 @@ impl EventWriter {
     }
 }
 
+/// A purge in progress: it deletes a chunk at a time between batches of events, so that a
+/// large backlog of expired events does not hold up messages waiting for their answer.
+struct Purge {
+    now: chrono::DateTime<chrono::Utc>,
+    /// Per sink: events deleted so far, and whether it has no more.
+    progress: Vec<(usize, bool)>,
+}
+
+impl Purge {
+    fn new(sinks: usize) -> Self {
+        Self {
+            now: chrono::Utc::now(),
+            progress: vec![(0, false); sinks],
+        }
+    }
+
+    /// Deletes one chunk from every sink not done yet; true when the purge is finished.
+    fn step(&mut self, sinks: &mut [Box<dyn Sink>]) -> bool {
+        for (sink, (total, done)) in sinks.iter_mut().zip(self.progress.iter_mut()) {
+            if *done {
+                continue;
+            }
+            match sink.purge(self.now, crate::ledger::PURGE_CHUNK) {
+                Ok(n) => {
+                    *total += n;
+                    if n < crate::ledger::PURGE_CHUNK {
+                        *done = true;
+                        if *total > 0 {
+                            info!(
+                                "purged {total} expired events from the {} sink",
+                                sink.name()
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    error!("cannot purge the {} sink: {e}", sink.name());
+                    *done = true;
+                }
+            }
+        }
+        self.progress.iter().all(|(_, done)| *done)
+    }
+}
+
 fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut batch: Vec<Event> = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
     let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut pending = Some(first);
+    let mut purge: Option<Purge> = None;
+    loop {
+        // While a purge goes on, only look for requests between its steps.
+        let first = if purge.is_some() {
+            match rx.try_recv() {
+                Ok(request) => Some(request),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(request) => Some(request),
+                None => return,
+            }
+        };
+        let mut pending = first;
         // Gather what is queued, up to a control request, which is handled after the batch.
         let mut control = None;
         while let Some(request) = pending.take() {
@@ -177,18 +237,16 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
         match control {
             Some(Request::Reopen(config, ack)) => {
                 let result = open_sinks(&config)
-                    .map(|new| sinks = new)
+                    .map(|new| {
+                        sinks = new;
+                        // The next timer tick purges the new sinks.
+                        purge = None;
+                    })
                     .map_err(|e| e.to_string());
                 let _ = ack.send(result);
             }
             Some(Request::Purge) => {
-                for sink in sinks.iter_mut() {
-                    match sink.purge(chrono::Utc::now()) {
-                        Ok(0) => {}
-                        Ok(n) => info!("purged {n} expired events from the {} sink", sink.name()),
-                        Err(e) => error!("cannot purge the {} sink: {e}", sink.name()),
-                    }
-                }
+                purge.get_or_insert_with(|| Purge::new(sinks.len()));
             }
             Some(Request::Stop(ack)) => {
                 // Close every sink (the ledger checkpoints its WAL) before saying so.
@@ -197,6 +255,9 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
                 return;
             }
             _ => {}
+        }
+        if purge.as_mut().is_some_and(|p| p.step(&mut sinks)) {
+            purge = None;
         }
     }
 }

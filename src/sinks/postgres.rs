@@ -10,9 +10,18 @@
 //!
 //! After a failure, the database is not tried again for a moment (longer when the failed
 //! attempt was slow, e.g. a connect timeout), so an outage does not make every message wait.
+//!
+//! An event the database refuses for good (a value it does not take: see
+//! [`refused_for_good`]) would otherwise block the spool forever. It is moved instead to the
+//! rejects file beside the spool (`SPOOL.rejected`, same format), logged at error level, and
+//! the others go on; the rejects file is purged of expired events like the ledger.
 
 use super::Sink;
-use crate::{config::PostgresConfig, event::Event, ledger::postgres::PgLedger};
+use crate::{
+    config::PostgresConfig,
+    event::Event,
+    ledger::postgres::{refused_for_good, PgLedger},
+};
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufRead, BufReader, Write},
@@ -28,6 +37,7 @@ const REPLAY_CHUNK: usize = 500;
 pub struct PostgresSink {
     ledger: PgLedger,
     spool: Spool,
+    rejects: Rejects,
     /// A warning about the outage has been logged and no write has succeeded since.
     outage: bool,
     /// No attempt on the database before this.
@@ -45,9 +55,14 @@ impl PostgresSink {
                 format!("events.postgres.spool {}: {e}", config.spool.display()),
             )
         })?;
+        let mut rejects = config.spool.clone().into_os_string();
+        rejects.push(".rejected");
         Ok(Self {
             ledger,
             spool,
+            rejects: Rejects {
+                path: rejects.into(),
+            },
             outage: false,
             retry_at: None,
         })
@@ -60,10 +75,10 @@ impl PostgresSink {
     /// Replays the spool (if anything is in it) and then `batch` into the database.
     fn try_write(&mut self, batch: &[Event]) -> Result<(), String> {
         if !self.spool.is_empty().map_err(|e| e.to_string())? {
-            let ledger = &self.ledger;
+            let (ledger, rejects) = (&self.ledger, &mut self.rejects);
             let replayed = self
                 .spool
-                .replay(|chunk| ledger.insert(chunk).map(drop).map_err(|e| e.to_string()))?;
+                .replay(|chunk| insert_or_reject(ledger, rejects, chunk))?;
             self.spool
                 .clear()
                 .map_err(|e| format!("cannot empty the spool: {e}"))?;
@@ -73,7 +88,7 @@ impl PostgresSink {
             );
         }
         if !batch.is_empty() {
-            self.ledger.insert(batch).map_err(|e| e.to_string())?;
+            insert_or_reject(&self.ledger, &mut self.rejects, batch)?;
         }
         Ok(())
     }
@@ -131,7 +146,7 @@ impl Sink for PostgresSink {
         })
     }
 
-    fn purge(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<usize> {
+    fn purge(&mut self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> io::Result<usize> {
         // Also the periodic retry: whatever waits in the spool goes in first.
         if !self.attempt(&[]) {
             return Err(io::Error::other(format!(
@@ -139,7 +154,110 @@ impl Sink for PostgresSink {
                 self.ledger.url()
             )));
         }
-        self.ledger.purge(now).map_err(io::Error::other)
+        let purged = self
+            .ledger
+            .purge_some(now, limit)
+            .map_err(io::Error::other)?;
+        if purged < limit {
+            // The last step of this purge: the rejects file too.
+            self.rejects.purge(now).map_err(|e| {
+                io::Error::new(e.kind(), format!("{}: {e}", self.rejects.path.display()))
+            })?;
+        }
+        Ok(purged)
+    }
+}
+
+/// Inserts `events`. When the database refuses the batch for good, inserts them one by one
+/// (in order) and moves those it refuses to the rejects file. Fails only for what may pass.
+fn insert_or_reject(
+    ledger: &PgLedger,
+    rejects: &mut Rejects,
+    events: &[Event],
+) -> Result<(), String> {
+    match ledger.insert(events) {
+        Ok(_) => Ok(()),
+        Err(e) if refused_for_good(&e) => {
+            for event in events {
+                match ledger.insert(std::slice::from_ref(event)) {
+                    Ok(_) => {}
+                    Err(e) if refused_for_good(&e) => {
+                        rejects.add(event).map_err(|io| {
+                            format!(
+                                "PostgreSQL refuses event {} ({e}) and the rejects file {} cannot be written: {io}",
+                                event.id,
+                                rejects.path.display()
+                            )
+                        })?;
+                        error!(
+                            "PostgreSQL refuses event {} for good ({e}); it is kept in {}",
+                            event.id,
+                            rejects.path.display()
+                        );
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Events the database refused for good: JSON lines like the spool's, appended and fsynced.
+/// Fix the cause, then (with the daemon stopped) append the file to the spool to retry them.
+struct Rejects {
+    path: PathBuf,
+}
+
+impl Rejects {
+    fn add(&mut self, event: &Event) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        file.write_all(format!("{}\n", event.to_json()).as_bytes())?;
+        file.sync_data()
+    }
+
+    /// Drops the events that have expired; personal data is not kept here longer than in
+    /// the ledger.
+    fn purge(&mut self, now: chrono::DateTime<chrono::Utc>) -> io::Result<()> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let expired = |line: &str| {
+            serde_json::from_str::<Event>(line).is_ok_and(|e| {
+                chrono::DateTime::parse_from_rfc3339(&e.retention.expires_at)
+                    .is_ok_and(|t| t <= now)
+            })
+        };
+        let kept: String = text
+            .lines()
+            .filter(|line| !expired(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        if kept.len() == text.len() {
+            return Ok(());
+        }
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(kept.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 }
 
