@@ -15,6 +15,8 @@
 //! its events/s counts until the writer has committed the last one.
 //!
 //! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`).
+//! Under `cargo test` (which, unlike `cargo bench`, passes no `--bench`) it only checks that
+//! every variant runs, on a few events.
 
 use privacy_milter::{
     classify::Direction,
@@ -160,14 +162,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let quick = smoke || args.iter().any(|a| a == "--quick");
     let rounds = args
         .iter()
         .position(|a| a == "--rounds")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(if quick { 1 } else { 5 });
-    let total = if quick { 4_096 } else { 16_384 };
+    let total = match (smoke, quick) {
+        (true, _) => 512,
+        (false, true) => 4_096,
+        (false, false) => 16_384,
+    };
     println!(
         "ledger writer: {total} events per run (1 session: {}), median of {rounds} alternating rounds",
         total / 8

@@ -203,9 +203,7 @@ fn ledger(config: &privacy_milter::Config, command: LedgerCommand) -> Result<Str
         LedgerCommand::Query { subject, format: f } => {
             commands::query(config, &subject.subject(), format(&f))
         }
-        LedgerCommand::Erase { subject } => {
-            commands::erase(config, &subject.subject()).map(|n| format!("erased {n} events\n"))
-        }
+        LedgerCommand::Erase { subject } => commands::erase(config, &subject.subject()),
         LedgerCommand::Export {
             since,
             until,

@@ -425,6 +425,15 @@ async fn spool_left_by_an_earlier_run_is_replayed_once() {
     assert_eq!(spooled.lines().count(), 3);
 
     pg.restart();
+    // An erasure cannot reach events still on their way: it says so.
+    let (ok, out, err) = ledger_cmd(&first, &["erase", "--address", "eve@remote.example"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("erased 0 events\n"), "{out}");
+    assert!(
+        out.contains("note: 2 more events of this subject wait in the spool")
+            && out.contains(spool.to_str().unwrap()),
+        "{out}"
+    );
     // A second milter finds that spool, with a duplicate (a replay cut short before the
     // spool was emptied) and a last line cut short by a crash: the duplicate is not stored
     // twice, the damaged line is skipped.

@@ -116,9 +116,36 @@ pub fn query(config: &Config, subject: &Subject, format: Format) -> Result<Strin
     })
 }
 
-pub fn erase(config: &Config, subject: &Subject) -> Result<usize, String> {
+/// Deletes the subject's events and says how many; also says when some of them are still
+/// on their way to PostgreSQL in this host's spool (or rejects file), out of its reach.
+pub fn erase(config: &Config, subject: &Subject) -> Result<String, String> {
     let filter = filter(subject, config)?;
-    open(config)?.erase(&filter).map_err(|e| e.to_string())
+    let erased = open(config)?.erase(&filter).map_err(|e| e.to_string())?;
+    let mut out = format!("erased {erased} events\n");
+    if config.events.sinks.contains(&SinkKind::Postgres) {
+        let spool = &config.events.postgres.spool;
+        let mut rejects = spool.clone().into_os_string();
+        rejects.push(".rejected");
+        for (path, what) in [
+            (spool.clone(), "wait in the spool for PostgreSQL; run erase again once the daemon has replayed it (it is then empty)"),
+            (rejects.into(), "were refused by PostgreSQL and wait in this file; delete their lines by hand"),
+        ] {
+            let waiting = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Event>(line).ok())
+                .filter(|event| filter.matches(event))
+                .count();
+            if waiting > 0 {
+                let _ = writeln!(
+                    out,
+                    "note: {waiting} more events of this subject {what}: {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes expired events, then the keys retired longer than the longest retention period.

@@ -100,6 +100,26 @@ pub enum Filter {
     Domain(Vec<String>),
 }
 
+impl Filter {
+    /// Whether `event` holds one of the values (as the ledger's queries would find it).
+    pub fn matches(&self, event: &Event) -> bool {
+        let any = |values: &[String], found: &Option<String>| {
+            found.as_ref().is_some_and(|v| values.contains(v))
+        };
+        match self {
+            Filter::Ip(v) => any(v, &event.client.ip),
+            Filter::Address(v) => {
+                any(v, &event.sender.address)
+                    || event.recipients.iter().any(|r| any(v, &r.address.address))
+            }
+            Filter::Domain(v) => {
+                any(v, &event.sender.domain)
+                    || event.recipients.iter().any(|r| any(v, &r.address.domain))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// (class, direction, count), sorted.
