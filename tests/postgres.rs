@@ -44,6 +44,11 @@ impl Pg {
     /// Starts a cluster, or returns `None` (having said so) when PostgreSQL is missing and
     /// not required.
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// The same, with environment variables for scripts/postgres-test-server (TLS_CERT, ...).
+    fn start_with(test: &str, env: &[(&str, &Path)]) -> Option<Self> {
         if !installed() && !required() {
             eprintln!(
                 "{test}: skipped: PostgreSQL is not installed; set PRIVACY_MILTER_E2E=require to install it (scripts/postgres-test-server) and fail instead"
@@ -63,7 +68,7 @@ impl Pg {
             dir,
             url: String::new(),
         };
-        pg.url = pg.run("start", Some(port));
+        pg.url = pg.run_with("start", Some(port), env);
         Some(pg)
     }
 
@@ -72,8 +77,13 @@ impl Pg {
     }
 
     fn run(&self, action: &str, port: Option<u16>) -> String {
+        self.run_with(action, port, &[])
+    }
+
+    fn run_with(&self, action: &str, port: Option<u16>, env: &[(&str, &Path)]) -> String {
         let mut cmd = Command::new(script());
         cmd.arg(action).arg(self.cluster());
+        cmd.envs(env.iter().copied());
         if let Some(port) = port {
             cmd.arg(port.to_string());
         }
@@ -642,6 +652,158 @@ async fn a_locked_table_sends_events_to_the_spool_after_statement_timeout() {
     assert_eq!(&order[..2], ["4Before", "4Locked"]);
 }
 
+/// Runs openssl, failing the test if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir` (NAME.crt, NAME.key).
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+/// The milter's configuration for `pg` with `url` and `ca_file` (an absolute path).
+fn tls_config(pg: &Pg, url: &str, ca_file: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/privacy-milter.toml"),
+    )
+    .unwrap()
+    .replace("@PG_URL@", url)
+    .replace(
+        "[events.postgres]\n",
+        &format!("[events.postgres]\nca_file = \"{}\"\n", ca_file.display()),
+    );
+    let path = pg.dir.path().join(format!(
+        "tls-{}.toml",
+        ca_file.file_stem().unwrap().to_str().unwrap()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// With `sslmode=require` the milter talks TLS to PostgreSQL and verifies the server against
+/// `ca_file`; a server whose certificate does not chain to it gets no events (they wait in
+/// the spool) and the commands say why.
+#[tokio::test]
+async fn tls_to_postgres_is_verified() {
+    let certs = tempfile::tempdir().unwrap();
+    let c = certs.path();
+    make_ca(c, "ca");
+    make_ca(c, "other-ca");
+    std::fs::write(
+        c.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        c,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        c,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let Some(pg) = Pg::start_with(
+        "tls_to_postgres_is_verified",
+        &[
+            ("TLS_CERT", &c.join("server.crt")),
+            ("TLS_KEY", &c.join("server.key")),
+        ],
+    ) else {
+        return;
+    };
+    let url = format!("{}?sslmode=require", pg.url);
+
+    let config = tls_config(&pg, &url, &c.join("ca.crt"));
+    let milter = Milter::start(config.to_str().unwrap()).await;
+    send_three(&milter).await;
+    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "3");
+    assert_eq!(
+        pg.value(
+            "SELECT bool_and(ssl)::text || ' ' || COUNT(*) FROM pg_stat_ssl
+             JOIN pg_stat_activity USING (pid) WHERE application_name = 'privacy-milter'"
+        ),
+        "true 1",
+        "the milter's connection (pool_size 2, one used) is TLS"
+    );
+    let (ok, out, err) = ledger_cmd(&milter, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("events: 3"), "{out}");
+
+    // A CA that did not sign the server's certificate: refused, nothing lost.
+    let config = tls_config(&pg, &url, &c.join("other-ca.crt"));
+    let milter = Milter::start(config.to_str().unwrap()).await;
+    let (_, status) = Mail::from_ip("198.51.100.9")
+        .rcpt("bob@example.org")
+        .queue_id("4Untrusted")
+        .send(&milter)
+        .await;
+    assert_eq!(status, Status::Continue);
+    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "3");
+    let spooled = std::fs::read_to_string(milter.dir.path().join("postgres.spool")).unwrap();
+    assert!(spooled.contains("4Untrusted"), "{spooled}");
+    let (ok, _, err) = ledger_cmd(&milter, &["stats"]);
+    assert!(!ok);
+    assert!(err.contains("certificate"), "{err}");
+}
+
 /// `check-config` with tests/postgres/privacy-milter.toml (placeholders as they are) and
 /// environment overrides.
 fn check_config(env: &[(&str, &str)]) -> (bool, String) {
@@ -665,7 +827,7 @@ fn postgres_keys_are_checked_and_the_password_never_shown() {
     assert!(ok, "{out}");
     assert!(
         out.contains(
-            "postgres (postgresql://pm:***@db.example.org/privacy, spool @DIR@/postgres.spool)"
+            "postgres (postgresql://pm:***@db.example.org/privacy, no TLS, spool @DIR@/postgres.spool)"
         ),
         "{out}"
     );
@@ -675,6 +837,30 @@ fn postgres_keys_are_checked_and_the_password_never_shown() {
     assert!(!ok);
     assert!(
         out.contains("key events.postgres.url: is not a PostgreSQL connection URL"),
+        "{out}"
+    );
+    let (ok, out) = check_config(&[(
+        URL,
+        "postgresql://pm@db.example.org/privacy?sslmode=require",
+    )]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("TLS verified against the system's CAs"),
+        "{out}"
+    );
+    let (ok, out) = check_config(&[
+        (
+            URL,
+            "postgresql://pm@db.example.org/privacy?sslmode=require",
+        ),
+        (
+            "PRIVACY_MILTER_EVENTS__POSTGRES__CA_FILE",
+            "/nonexistent/ca.pem",
+        ),
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("key events.postgres.ca_file: /nonexistent/ca.pem:"),
         "{out}"
     );
     let (ok, out) = check_config(&[(URL, "")]);

@@ -183,6 +183,11 @@ fn validate(config: &mut Config) -> Result<(), (&'static str, String)> {
         if pg.pool_size == 0 {
             return Err(("events.postgres.pool_size", "must be at least 1".into()));
         }
+        if !pg.ca_file.as_os_str().is_empty() {
+            if let Err(e) = crate::ledger::postgres::load_ca_file(&pg.ca_file) {
+                return Err(("events.postgres.ca_file", e));
+            }
+        }
         if pg.connect_timeout.0.is_zero() {
             return Err((
                 "events.postgres.connect_timeout",
@@ -391,8 +396,9 @@ impl Config {
                 SinkKind::Jsonl => format!("jsonl ({})", self.events.jsonl.path.display()),
                 SinkKind::Ledger => format!("ledger ({})", self.events.ledger.path.display()),
                 SinkKind::Postgres => format!(
-                    "postgres ({}, spool {})",
+                    "postgres ({}, {}, spool {})",
                     crate::ledger::postgres::redacted(&self.events.postgres.url),
+                    crate::ledger::postgres::tls_summary(&self.events.postgres),
                     self.events.postgres.spool.display()
                 ),
                 SinkKind::Log => "log".to_string(),

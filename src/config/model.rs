@@ -239,6 +239,9 @@ pub struct PostgresConfig {
     /// Longest a statement may run before the server cancels it (0s: no limit), so that a
     /// locked table or a stuck server sends events to the spool instead of holding up mail.
     pub statement_timeout: Period,
+    /// With `sslmode=require` in the URL: the CA certificates (PEM) the server's certificate
+    /// must chain to; empty for the system's CA store.
+    pub ca_file: PathBuf,
     /// Local file that holds events while the database cannot take them (JSON lines).
     pub spool: PathBuf,
 }
@@ -250,6 +253,7 @@ impl Default for PostgresConfig {
             pool_size: 4,
             connect_timeout: Period(std::time::Duration::from_secs(5)),
             statement_timeout: Period(std::time::Duration::from_secs(10)),
+            ca_file: PathBuf::new(),
             spool: "/var/lib/privacy-milter/postgres.spool".into(),
         }
     }

@@ -7,12 +7,18 @@
 //!
 //! Connections come from a small pool (`events.postgres.pool_size`), made on demand with
 //! `events.postgres.connect_timeout`; a connection found closed is dropped and replaced.
-//! Plain TCP only (no TLS): point it at a database on a trusted network or a local socket.
+//!
+//! TLS (rustls) when the URL says `sslmode=require`: the server's certificate must chain to
+//! `events.postgres.ca_file`, or to the system's CA store, and name the host; there is no
+//! unverified mode. Without `sslmode` the connection is plain, as it always was; with
+//! `sslmode=prefer` TLS is used (and verified) when the server offers it.
 
 use super::{Filter, Stats, StoreError};
 use crate::{config::PostgresConfig, event::Event};
 use chrono::{DateTime, SecondsFormat, Utc};
-use postgres::{Client, NoTls};
+use postgres::{config::SslMode, Client, NoTls};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use std::path::Path;
 use std::{
     ops::{Deref, DerefMut},
     sync::{
@@ -21,6 +27,7 @@ use std::{
     },
     time::Duration,
 };
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -123,9 +130,90 @@ struct PoolState {
     busy: usize,
 }
 
+/// An error with what caused it ("error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer"): the library's own message alone rarely says what to fix.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The CA certificates in a PEM file, or what is wrong with it.
+pub fn load_ca_file(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Whether the URL asks for TLS: only an explicit `sslmode` does (the library's default,
+/// `prefer`, would otherwise change what an existing URL means).
+fn wants_tls(url: &str, pg: &postgres::Config) -> bool {
+    url.contains("sslmode") && pg.get_ssl_mode() != SslMode::Disable
+}
+
+/// How `check-config` describes the connection's security.
+pub fn tls_summary(config: &PostgresConfig) -> String {
+    match config.url.parse::<postgres::Config>() {
+        Ok(pg) if wants_tls(&config.url, &pg) => {
+            if config.ca_file.as_os_str().is_empty() {
+                "TLS verified against the system's CAs".into()
+            } else {
+                format!("TLS verified against {}", config.ca_file.display())
+            }
+        }
+        _ => "no TLS".into(),
+    }
+}
+
+/// A TLS connector that verifies the server against `ca_file`, or the system's CA store.
+fn tls_connector(ca_file: &Path) -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    if ca_file.as_os_str().is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            // A certificate of the store that rustls cannot use is no reason to fail.
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "events.postgres: sslmode asks for TLS but the system has no CA certificates ({:?}); set events.postgres.ca_file",
+                found.errors
+            )
+            .into());
+        }
+    } else {
+        for cert in load_ca_file(ca_file).map_err(|e| format!("events.postgres.ca_file {e}"))? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("events.postgres.ca_file {}: {e}", ca_file.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// At most `size` connections, made when needed and kept while they stay open.
 struct Pool {
     config: postgres::Config,
+    /// The TLS connector when the URL asks for TLS.
+    tls: Option<MakeRustlsConnect>,
     size: usize,
     state: Mutex<PoolState>,
     returned: Condvar,
@@ -186,7 +274,11 @@ impl Pool {
             pool: self,
             client: None,
         };
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
+        .map_err(|e| with_causes(&e))?;
         if !self.migrated.load(Ordering::Acquire) {
             migrate(&mut client)?;
             self.migrated.store(true, Ordering::Release);
@@ -243,9 +335,16 @@ impl PgLedger {
             };
             pg.options(&options);
         }
+        let tls = if wants_tls(&config.url, &pg) {
+            Some(tls_connector(&config.ca_file)?)
+        } else {
+            pg.ssl_mode(SslMode::Disable);
+            None
+        };
         Ok(Self {
             pool: Pool {
                 config: pg,
+                tls,
                 size: config.pool_size.max(1),
                 state: Mutex::new(PoolState {
                     idle: Vec::new(),
