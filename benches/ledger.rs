@@ -11,8 +11,10 @@
 //!   `events.durability = "sync"`.
 //!
 //! `ledger sync` waits for each event to be committed, as end of message does with
-//! `events.durability = "sync"`; `ledger async` only queues it (`durability = "async"`), and
-//! its events/s counts until the writer has committed the last one.
+//! `events.durability = "sync"` (every commit fsynced: `events.ledger.synchronous = "full"`);
+//! `ledger normal` the same with `synchronous = "normal"` (commits reach the operating
+//! system; the disk is synced in the background); `ledger async` only queues the event
+//! (`durability = "async"`), and its events/s counts until the writer has committed the last.
 //!
 //! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`).
 //! Under `cargo test` (which, unlike `cargo bench`, passes no `--bench`) it only checks that
@@ -20,7 +22,7 @@
 
 use privacy_milter::{
     classify::Direction,
-    config::{Config, Durability, SinkKind},
+    config::{Config, Durability, SinkKind, Synchronous},
     event::{Client, Event, Outcome, RecipientView, Retention},
     privacy::AddressView,
     sinks::EventWriter,
@@ -68,14 +70,16 @@ enum Variant {
     Handoff,
     Append,
     LedgerSync,
+    LedgerNormal,
     LedgerAsync,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [
+    const ALL: [Variant; 5] = [
         Variant::Handoff,
         Variant::Append,
         Variant::LedgerSync,
+        Variant::LedgerNormal,
         Variant::LedgerAsync,
     ];
 
@@ -84,6 +88,7 @@ impl Variant {
             Variant::Handoff => "handoff",
             Variant::Append => "append",
             Variant::LedgerSync => "ledger sync",
+            Variant::LedgerNormal => "ledger normal",
             Variant::LedgerAsync => "ledger async",
         }
     }
@@ -93,11 +98,16 @@ impl Variant {
         config.events.sinks = match self {
             Variant::Handoff => Vec::new(),
             Variant::Append => vec![SinkKind::Jsonl],
-            Variant::LedgerSync | Variant::LedgerAsync => vec![SinkKind::Ledger],
+            Variant::LedgerSync | Variant::LedgerNormal | Variant::LedgerAsync => {
+                vec![SinkKind::Ledger]
+            }
         };
         config.events.enabled = !config.events.sinks.is_empty();
         config.events.ledger.path = dir.join("ledger.sqlite");
         config.events.jsonl.path = dir.join("events.jsonl");
+        if self == Variant::LedgerNormal {
+            config.events.ledger.synchronous = Synchronous::Normal;
+        }
         config.events.durability = if self == Variant::LedgerAsync {
             Durability::Async
         } else {

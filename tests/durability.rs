@@ -9,7 +9,18 @@ use std::{collections::HashMap, io::Read, os::unix::fs::OpenOptionsExt, time::Du
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_accepted_message() {
-    let mut daemon = Daemon::start("durability/kill.toml");
+    kill_mid_flow("durability/kill.toml").await;
+}
+
+/// With `events.ledger.synchronous = "normal"` a commit reaches the operating system, not
+/// the disk: a kill of the milter (not a power loss) still loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_loses_no_accepted_message_with_synchronous_normal() {
+    kill_mid_flow("durability/kill_normal.toml").await;
+}
+
+async fn kill_mid_flow(case: &str) {
+    let mut daemon = Daemon::start(case);
     let socket = daemon.socket();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut senders = Vec::new();

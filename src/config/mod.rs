@@ -394,7 +394,13 @@ impl Config {
             .iter()
             .map(|s| match s {
                 SinkKind::Jsonl => format!("jsonl ({})", self.events.jsonl.path.display()),
-                SinkKind::Ledger => format!("ledger ({})", self.events.ledger.path.display()),
+                SinkKind::Ledger => match self.events.ledger.synchronous {
+                    Synchronous::Full => format!("ledger ({})", self.events.ledger.path.display()),
+                    Synchronous::Normal => format!(
+                        "ledger ({}, synchronous normal)",
+                        self.events.ledger.path.display()
+                    ),
+                },
                 SinkKind::Postgres => format!(
                     "postgres ({}, {}, spool {})",
                     crate::ledger::postgres::redacted(&self.events.postgres.url),

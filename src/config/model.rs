@@ -263,12 +263,36 @@ impl Default for PostgresConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     pub path: PathBuf,
+    /// What a commit waits for: `full`, the disk (fsync), or `normal`, the operating system.
+    pub synchronous: Synchronous,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         Self {
             path: "/var/lib/privacy-milter/ledger.sqlite".into(),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// SQLite's `synchronous` for the ledger's commits (WAL mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit is fsynced: an event survives a power loss once its message is answered.
+    Full,
+    /// Commits reach the operating system, not the disk: an event survives a crash or kill
+    /// of the milter, but a power loss can take the last moments' events. The disk is
+    /// synced in the background, at checkpoints.
+    Normal,
+}
+
+impl Synchronous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! search and statistics need. The schema is versioned with `PRAGMA user_version` and
 //! migrated at open.
 
-use crate::event::Event;
+use crate::{config::Synchronous, event::Event};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::{os::unix::fs::OpenOptionsExt, path::Path};
@@ -138,7 +138,12 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 impl Ledger {
+    /// Opens (creating and migrating) the ledger with every commit fsynced.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, Synchronous::Full)
+    }
+
+    pub fn open_with(path: &Path, synchronous: Synchronous) -> Result<Self> {
         // SQLite would create the file with the umask's mode (and its -wal and -shm files
         // with the same mode as the ledger): events are personal data, so start at 0640.
         // An existing ledger keeps the mode its operator gave it.
@@ -158,7 +163,7 @@ impl Ledger {
         let conn = Connection::open(path)?;
         // WAL lets queries run beside the daemon; FULL makes every commit durable.
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut ledger = Self { conn };
@@ -219,6 +224,18 @@ impl Ledger {
             }
         }
         tx.commit()
+    }
+
+    /// Leaves checkpoints to [`Ledger::checkpoint`] calls: no commit then pays for one.
+    pub fn disable_autocheckpoint(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)
+    }
+
+    /// Copies what the WAL holds into the database file without blocking the writer or
+    /// readers (a passive checkpoint); returns the WAL's size in frames at the time.
+    pub fn checkpoint(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
     }
 
     /// Deletes every event whose expiry has passed; returns how many.

@@ -1,16 +1,50 @@
 //! Sink `ledger`: events into the SQLite ledger, one transaction per batch.
+//!
+//! Checkpoints (copying the WAL into the database file, with an fsync of each) would stall
+//! the batch that triggers them by milliseconds, and with it every message waiting for its
+//! event. So the writer's connection never checkpoints by itself: a background thread copies
+//! the WAL every moment, and once the WAL has grown past [`RESTART_FRAMES`] the writer runs one
+//! short checkpoint of what is left, so that SQLite starts the WAL over and it stays small.
 
 use super::Sink;
-use crate::{event::Event, ledger::Ledger};
-use std::{io, path::Path};
+use crate::{config::LedgerConfig, event::Event, ledger::Ledger};
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+use tracing::warn;
 
-pub struct LedgerSink(Ledger);
+/// WAL size (in pages) beyond which the writer lets SQLite start the WAL over.
+const RESTART_FRAMES: i64 = 4096;
+
+/// How often the background thread copies the WAL while events come in.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+pub struct LedgerSink {
+    // Declared first, so dropped first: the checkpointer's connection closes before the
+    // writer's, which (the last one) checkpoints everything and removes the WAL.
+    checkpointer: Checkpointer,
+    ledger: Ledger,
+}
 
 impl LedgerSink {
-    pub fn open(path: &Path) -> io::Result<Self> {
-        Ledger::open(path)
-            .map(Self)
-            .map_err(|e| io::Error::other(format!("events.ledger.path {}: {e}", path.display())))
+    pub fn open(config: &LedgerConfig) -> io::Result<Self> {
+        let path = &config.path;
+        let failed = |e: rusqlite::Error| {
+            io::Error::other(format!("events.ledger.path {}: {e}", path.display()))
+        };
+        let ledger = Ledger::open_with(path, config.synchronous).map_err(failed)?;
+        ledger.disable_autocheckpoint().map_err(failed)?;
+        let background = Ledger::open_with(path, config.synchronous).map_err(failed)?;
+        Ok(Self {
+            checkpointer: Checkpointer::start(background)?,
+            ledger,
+        })
     }
 }
 
@@ -20,10 +54,152 @@ impl Sink for LedgerSink {
     }
 
     fn write(&mut self, batch: &[Event]) -> io::Result<()> {
-        self.0.insert(batch).map_err(io::Error::other)
+        self.ledger.insert(batch).map_err(io::Error::other)?;
+        self.checkpointer
+            .shared
+            .dirty
+            .store(true, Ordering::Relaxed);
+        if self
+            .checkpointer
+            .shared
+            .restart
+            .swap(false, Ordering::Relaxed)
+        {
+            // The background has copied nearly all of the WAL: this copies the rest, and the
+            // next commit starts the WAL over.
+            if let Err(e) = self.ledger.checkpoint() {
+                warn!("ledger checkpoint: {e}");
+            }
+        }
+        Ok(())
     }
 
     fn purge(&mut self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> io::Result<usize> {
-        self.0.purge_some(now, limit).map_err(io::Error::other)
+        self.ledger.purge_some(now, limit).map_err(io::Error::other)
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The writer committed since the last background checkpoint.
+    dirty: AtomicBool,
+    /// The WAL is large and copied up to its last moments: the writer should finish it.
+    restart: AtomicBool,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+struct Checkpointer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(ledger: Ledger) -> io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || loop {
+                let stop = s.stop.lock().unwrap_or_else(|e| e.into_inner());
+                let (stop, _) = s
+                    .wake
+                    .wait_timeout_while(stop, CHECKPOINT_EVERY, |stop| !*stop)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stop {
+                    return;
+                }
+                drop(stop);
+                if !s.dirty.swap(false, Ordering::Relaxed) {
+                    continue;
+                }
+                match ledger.checkpoint() {
+                    Ok(frames) if frames >= RESTART_FRAMES => {
+                        // Once more, to copy what came in meanwhile; then the writer's own
+                        // checkpoint has only a moment's frames left to copy.
+                        let _ = ledger.checkpoint();
+                        s.restart.store(true, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("ledger checkpoint: {e}"),
+                }
+            })?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+
+    fn event(n: usize) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "schema": crate::event::SCHEMA,
+            "id": uuid::Uuid::now_v7(),
+            "time": "2026-11-26T18:00:00.000Z",
+            "host": "mx.test.example",
+            "queue_id": format!("4Q{n:05}"),
+            "outcome": "accepted",
+            "direction": "inbound",
+            "transit": false,
+            "client": {"ip": "198.51.100.0/24", "authenticated": false, "webmail": false},
+            "sender": {"domain": "remote.example"},
+            "recipients": [{"domain": "example.org", "local": true}],
+            "size": 100,
+            "actions": [],
+            "retention": {"class": "inbound", "expires_at": "2099-01-01T00:00:00.000Z"}
+        }))
+        .unwrap()
+    }
+
+    fn wal_len(config: &LedgerConfig) -> u64 {
+        let mut wal = config.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// The writer never checkpoints on its own, yet the WAL does not grow without end: the
+    /// background copies it, and the writer lets SQLite start it over.
+    #[test]
+    fn wal_is_started_over_while_events_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            path: dir.path().join("ledger.sqlite"),
+            synchronous: Synchronous::Normal,
+        };
+        let mut sink = LedgerSink::open(&config).unwrap();
+        // One event per commit, back to back: about ten WAL pages each, so 3000 commits would
+        // make a WAL of some 120 MB if it were never started over.
+        let mut largest = 0;
+        for n in 0..3000 {
+            sink.write(&[event(n)]).unwrap();
+            largest = largest.max(wal_len(&config));
+        }
+        let page = 4096;
+        assert!(
+            largest < 3 * RESTART_FRAMES as u64 * (page + 24),
+            "the WAL grew to {largest} bytes"
+        );
+        assert!(
+            std::fs::metadata(&config.path).unwrap().len() > 1 << 20,
+            "checkpoints copied events into the database file"
+        );
+        drop(sink);
+        let ledger = Ledger::open(&config.path).unwrap();
+        assert_eq!(ledger.stats().unwrap().total, 3000);
     }
 }

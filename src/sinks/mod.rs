@@ -44,7 +44,7 @@ fn open_sinks(config: &Config) -> io::Result<Vec<Box<dyn Sink>>> {
         .map(|kind| -> io::Result<Box<dyn Sink>> {
             Ok(match kind {
                 SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
-                SinkKind::Ledger => Box::new(ledger::LedgerSink::open(&config.events.ledger.path)?),
+                SinkKind::Ledger => Box::new(ledger::LedgerSink::open(&config.events.ledger)?),
                 SinkKind::Postgres => {
                     Box::new(postgres::PostgresSink::open(&config.events.postgres)?)
                 }
