@@ -20,7 +20,7 @@ use std::{
 use tracing::warn;
 
 /// WAL size (in pages) beyond which the writer lets SQLite start the WAL over.
-const RESTART_FRAMES: i64 = 4096;
+const RESTART_FRAMES: i64 = 16_384;
 
 /// How often the background thread copies the WAL while events come in.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -182,16 +182,16 @@ mod tests {
             synchronous: Synchronous::Normal,
         };
         let mut sink = LedgerSink::open(&config).unwrap();
-        // One event per commit, back to back: about ten WAL pages each, so 3000 commits would
-        // make a WAL of some 120 MB if it were never started over.
+        // One event per commit, back to back: about ten WAL pages each, so 6000 commits would
+        // make a WAL of some 300 MB if it were never started over.
         let mut largest = 0;
-        for n in 0..3000 {
+        for n in 0..6000 {
             sink.write(&[event(n)]).unwrap();
             largest = largest.max(wal_len(&config));
         }
         let page = 4096;
         assert!(
-            largest < 3 * RESTART_FRAMES as u64 * (page + 24),
+            largest < 2 * RESTART_FRAMES as u64 * (page + 24),
             "the WAL grew to {largest} bytes"
         );
         assert!(
@@ -200,6 +200,6 @@ mod tests {
         );
         drop(sink);
         let ledger = Ledger::open(&config.path).unwrap();
-        assert_eq!(ledger.stats().unwrap().total, 3000);
+        assert_eq!(ledger.stats().unwrap().total, 6000);
     }
 }
