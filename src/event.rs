@@ -143,3 +143,25 @@ impl Event {
         serde_json::to_string(self).expect("events always serialise")
     }
 }
+
+/// An inbound event as the milter writes it, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample(queue_id: &str, sender: &str) -> Event {
+    serde_json::from_value(serde_json::json!({
+        "schema": SCHEMA,
+        "id": Uuid::now_v7(),
+        "time": "2026-11-26T18:00:00.000Z",
+        "host": "mx.test.example",
+        "queue_id": queue_id,
+        "outcome": "accepted",
+        "direction": "inbound",
+        "transit": false,
+        "client": {"ip": "198.51.100.0/24", "authenticated": false, "webmail": false},
+        "sender": {"address": sender, "domain": sender.rsplit('@').next()},
+        "recipients": [{"domain": "example.org", "local": true}],
+        "size": 100,
+        "actions": [],
+        "retention": {"class": "inbound", "expires_at": "2099-01-01T00:00:00.000Z"}
+    }))
+    .expect("a valid event")
+}

@@ -71,19 +71,8 @@ async fn kill_mid_flow(case: &str) {
     }
 
     // Restarting reads the ledger as it was left.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
-        .arg("--config")
-        .arg(&daemon.config_path)
-        .args(["ledger", "export"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut count: HashMap<String, usize> = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in daemon.ledger(&["export"]).lines() {
         let event: serde_json::Value = serde_json::from_str(line).unwrap();
         *count
             .entry(event["queue_id"].as_str().unwrap().to_string())

@@ -84,6 +84,24 @@ async fn query_erase_export_stats() {
     assert!(out.starts_with("0 events held"), "{out}");
 }
 
+/// Erased means gone from the files, not only from query results: no byte of the erased
+/// subject's events is left in the ledger, its WAL or its free pages, while the daemon runs.
+#[tokio::test]
+async fn erased_events_leave_no_bytes_behind() {
+    let milter = Milter::start("ledger/privacy-milter.toml").await;
+    send_three(&milter).await;
+    let before = all_bytes(milter.dir.path(), "ledger.sqlite");
+    assert!(before.contains("eve@remote.example") && before.contains("198.51.100.9"));
+    let (ok, out, err) = ledger_cmd(&milter, &["erase", "--address", "eve@remote.example"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "erased 2 events\n");
+    let after = all_bytes(milter.dir.path(), "ledger.sqlite");
+    for gone in ["eve@remote.example", "198.51.100.9", "4Inbound", "4Relay"] {
+        assert!(!after.contains(gone), "the ledger files still hold {gone}");
+    }
+    assert!(after.contains("4Internal"), "the other event stays");
+}
+
 #[tokio::test]
 async fn purge_removes_exactly_the_expired() {
     let milter = Milter::start("ledger/privacy-milter.toml").await;
@@ -203,13 +221,7 @@ async fn daemon_purges_a_backlog_in_steps() {
     daemon.wait_log(&format!(
         "purged {relayed} expired events from the ledger sink"
     ));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
-        .arg("--config")
-        .arg(&daemon.config_path)
-        .args(["ledger", "export"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&out.stdout);
+    let out = daemon.ledger(&["export"]);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("4Inbound"), "{out}");
 }

@@ -59,16 +59,12 @@ impl Pg {
         let dir = tempfile::tempdir().unwrap();
         // The cluster runs as the postgres user when we are root: it must reach its directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut pg = Self {
             dir,
             url: String::new(),
         };
-        pg.url = pg.run_with("start", Some(port), env);
+        // The script picks the port, outside the ephemeral range, and keeps it for restarts.
+        pg.url = pg.run_with("start", env);
         Some(pg)
     }
 
@@ -76,17 +72,14 @@ impl Pg {
         self.dir.path().join("pg")
     }
 
-    fn run(&self, action: &str, port: Option<u16>) -> String {
-        self.run_with(action, port, &[])
+    fn run(&self, action: &str) -> String {
+        self.run_with(action, &[])
     }
 
-    fn run_with(&self, action: &str, port: Option<u16>, env: &[(&str, &Path)]) -> String {
+    fn run_with(&self, action: &str, env: &[(&str, &Path)]) -> String {
         let mut cmd = Command::new(script());
         cmd.arg(action).arg(self.cluster());
         cmd.envs(env.iter().copied());
-        if let Some(port) = port {
-            cmd.arg(port.to_string());
-        }
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
@@ -103,12 +96,12 @@ impl Pg {
     }
 
     fn stop(&self) {
-        self.run("stop", None);
+        self.run("stop");
     }
 
     /// Starts it again on the same port.
     fn restart(&self) {
-        assert_eq!(self.run("start", None), self.url);
+        assert_eq!(self.run("start"), self.url);
     }
 
     /// Runs a query on a thread of its own (the sync client cannot run inside the test's
@@ -140,17 +133,30 @@ impl Pg {
         self.query(sql)[0][0].clone().unwrap_or_default()
     }
 
-    /// Starts the milter with `tests/NAME`, its `@PG_URL@` pointing at this cluster.
-    async fn milter(&self, name: &str) -> Milter {
+    /// Writes `tests/CASE` into `dir` as `name`, its `@PG_URL@` pointing at this cluster and
+    /// then changed by `edit`; returns the path.
+    fn config_in(
+        &self,
+        case: &str,
+        dir: &Path,
+        name: &str,
+        edit: impl Fn(String) -> String,
+    ) -> PathBuf {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests")
-                .join(name),
+                .join(case),
         )
         .unwrap()
         .replace("@PG_URL@", &self.url);
-        let path = self.dir.path().join(name.replace('/', "-"));
-        std::fs::write(&path, text).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, edit(text)).unwrap();
+        path
+    }
+
+    /// Starts the milter with `tests/NAME`, its `@PG_URL@` pointing at this cluster.
+    async fn milter(&self, name: &str) -> Milter {
+        let path = self.config_in(name, self.dir.path(), &name.replace('/', "-"), |t| t);
         // An absolute path: the harness reads it as is and fills in @DIR@.
         Milter::start(path.to_str().unwrap()).await
     }
@@ -516,16 +522,7 @@ async fn refused_events_go_to_the_rejects_file_and_the_rest_goes_on() {
     ];
     let spool_text: String = planted.iter().map(|e| format!("{e}\n")).collect();
     std::fs::write(dir.path().join("postgres.spool"), spool_text).unwrap();
-    let config = dir.path().join("rejects.toml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/outage.toml"),
-        )
-        .unwrap()
-        .replace("@PG_URL@", &pg.url),
-    )
-    .unwrap();
+    let config = pg.config_in("postgres/outage.toml", dir.path(), "rejects.toml", |t| t);
     let milter = Milter::start_in(config.to_str().unwrap(), dir).await;
     let (_, status) = Mail::from_ip("198.51.100.9")
         .sender("eve@remote.example")
@@ -582,20 +579,12 @@ async fn a_locked_table_sends_events_to_the_spool_after_statement_timeout() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("locked.toml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/outage.toml"),
-        )
-        .unwrap()
-        .replace("@PG_URL@", &pg.url)
-        .replace(
+    let config = pg.config_in("postgres/outage.toml", dir.path(), "locked.toml", |t| {
+        t.replace(
             "connect_timeout = \"5s\"",
             "connect_timeout = \"5s\"\nstatement_timeout = \"1s\"",
-        ),
-    )
-    .unwrap();
+        )
+    });
     let milter = Milter::start_in(config.to_str().unwrap(), dir).await;
     let send = |queue_id: &'static str| {
         let milter = &milter;
@@ -690,23 +679,19 @@ fn make_ca(dir: &Path, name: &str) {
     );
 }
 
-/// The milter's configuration for `pg` with `url` and `ca_file` (an absolute path).
-fn tls_config(pg: &Pg, url: &str, ca_file: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/privacy-milter.toml"),
-    )
-    .unwrap()
-    .replace("@PG_URL@", url)
-    .replace(
-        "[events.postgres]\n",
-        &format!("[events.postgres]\nca_file = \"{}\"\n", ca_file.display()),
-    );
-    let path = pg.dir.path().join(format!(
+/// The milter's configuration for `pg` with `sslmode=require` and `ca_file`.
+fn tls_config(pg: &Pg, ca_file: &Path) -> PathBuf {
+    let name = format!(
         "tls-{}.toml",
         ca_file.file_stem().unwrap().to_str().unwrap()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
+    );
+    pg.config_in("postgres/privacy-milter.toml", pg.dir.path(), &name, |t| {
+        t.replace(&pg.url, &format!("{}?sslmode=require", pg.url))
+            .replace(
+                "[events.postgres]\n",
+                &format!("[events.postgres]\nca_file = \"{}\"\n", ca_file.display()),
+            )
+    })
 }
 
 /// With `sslmode=require` the milter talks TLS to PostgreSQL and verifies the server against
@@ -769,9 +754,7 @@ async fn tls_to_postgres_is_verified() {
     ) else {
         return;
     };
-    let url = format!("{}?sslmode=require", pg.url);
-
-    let config = tls_config(&pg, &url, &c.join("ca.crt"));
+    let config = tls_config(&pg, &c.join("ca.crt"));
     let milter = Milter::start(config.to_str().unwrap()).await;
     send_three(&milter).await;
     assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "3");
@@ -788,7 +771,7 @@ async fn tls_to_postgres_is_verified() {
     assert!(out.contains("events: 3"), "{out}");
 
     // A CA that did not sign the server's certificate: refused, nothing lost.
-    let config = tls_config(&pg, &url, &c.join("other-ca.crt"));
+    let config = tls_config(&pg, &c.join("other-ca.crt"));
     let milter = Milter::start(config.to_str().unwrap()).await;
     let (_, status) = Mail::from_ip("198.51.100.9")
         .rcpt("bob@example.org")

@@ -165,6 +165,8 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // What is deleted (purged, erased) is overwritten with zeros, not left in free space.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut ledger = Self { conn };
         ledger.migrate()?;
@@ -291,12 +293,28 @@ impl Ledger {
     }
 
     /// Deletes the events matching `filter`; returns how many.
+    ///
+    /// Erasure means the bytes go too: deleted rows are zeroed (`secure_delete`), and the WAL,
+    /// which still holds the pages as they were, is copied into the database and truncated.
     pub fn erase(&mut self, filter: &Filter) -> Result<usize> {
         let (ids, values) = Self::matching_ids_sql(filter);
-        self.conn.execute(
+        let erased = self.conn.execute(
             &format!("DELETE FROM events WHERE id IN ({ids})"),
             rusqlite::params_from_iter(values),
-        )
+        )?;
+        // Waits (busy timeout) for the daemon's commit in progress, if any.
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some(format!(
+                    "erased {erased} events, but the write-ahead log still holds copies of them: the ledger was too busy to truncate it; run erase again"
+                )),
+            ));
+        }
+        Ok(erased)
     }
 
     /// Events with `since <= time < until`, oldest first.
@@ -353,5 +371,44 @@ impl Ledger {
             oldest,
             next_expiry,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::sample;
+
+    fn file_bytes(dir: &Path) -> String {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The WAL still holds the pages as they were before the erasure (no checkpoint has run
+    /// yet here), and free pages what was deleted: erase must clear both.
+    #[test]
+    fn erase_leaves_no_bytes_of_the_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        ledger
+            .insert(&[
+                sample("4Eve1", "eve@remote.example"),
+                sample("4Bob", "bob@remote.example"),
+                sample("4Eve2", "eve@remote.example"),
+            ])
+            .unwrap();
+        assert!(file_bytes(dir.path()).contains("eve@remote.example"));
+        let erased = ledger
+            .erase(&Filter::Address(vec!["eve@remote.example".into()]))
+            .unwrap();
+        assert_eq!(erased, 2);
+        let left = file_bytes(dir.path());
+        for gone in ["eve@remote.example", "4Eve1", "4Eve2"] {
+            assert!(!left.contains(gone), "the ledger files still hold {gone}");
+        }
+        assert!(left.contains("4Bob"));
     }
 }

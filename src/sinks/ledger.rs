@@ -146,26 +146,6 @@ mod tests {
     use super::*;
     use crate::config::Synchronous;
 
-    fn event(n: usize) -> Event {
-        serde_json::from_value(serde_json::json!({
-            "schema": crate::event::SCHEMA,
-            "id": uuid::Uuid::now_v7(),
-            "time": "2026-11-26T18:00:00.000Z",
-            "host": "mx.test.example",
-            "queue_id": format!("4Q{n:05}"),
-            "outcome": "accepted",
-            "direction": "inbound",
-            "transit": false,
-            "client": {"ip": "198.51.100.0/24", "authenticated": false, "webmail": false},
-            "sender": {"domain": "remote.example"},
-            "recipients": [{"domain": "example.org", "local": true}],
-            "size": 100,
-            "actions": [],
-            "retention": {"class": "inbound", "expires_at": "2099-01-01T00:00:00.000Z"}
-        }))
-        .unwrap()
-    }
-
     fn wal_len(config: &LedgerConfig) -> u64 {
         let mut wal = config.path.clone().into_os_string();
         wal.push("-wal");
@@ -186,7 +166,11 @@ mod tests {
         // make a WAL of some 300 MB if it were never started over.
         let mut largest = 0;
         for n in 0..6000 {
-            sink.write(&[event(n)]).unwrap();
+            sink.write(&[crate::event::sample(
+                &format!("4Q{n:05}"),
+                "eve@remote.example",
+            )])
+            .unwrap();
             largest = largest.max(wal_len(&config));
         }
         let page = 4096;

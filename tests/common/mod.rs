@@ -125,9 +125,14 @@ impl Milter {
 
 /// Runs `privacy-milter --config <the milter's config> ledger ARGS`: (success, stdout, stderr).
 pub fn ledger_cmd(milter: &Milter, args: &[&str]) -> (bool, String, String) {
+    ledger_with(&milter.config_path, args)
+}
+
+/// Runs `privacy-milter --config CONFIG ledger ARGS`: (success, stdout, stderr).
+pub fn ledger_with(config: &Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
         .arg("--config")
-        .arg(&milter.config_path)
+        .arg(config)
         .arg("ledger")
         .args(args)
         .output()
@@ -435,6 +440,14 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Runs `privacy-milter ledger ARGS` with this daemon's configuration; fails the test if
+    /// the command fails, and returns its standard output.
+    pub fn ledger(&self, args: &[&str]) -> String {
+        let (ok, out, err) = ledger_with(&self.config_path, args);
+        assert!(ok, "ledger {args:?}: {err}");
+        out
     }
 
     pub fn events_text(&self) -> String {

@@ -111,13 +111,19 @@ pub fn sendmail_available(test: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 // Small helpers
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, below the ephemeral range (32768 and up), so
+/// that no outgoing connection takes it before the server that is to listen on it starts.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after [`TIMEOUT`] with `what` and `context()`.
