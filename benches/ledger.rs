@@ -16,6 +16,11 @@
 //! system; the disk is synced in the background); `ledger async` only queues the event
 //! (`durability = "async"`), and its events/s counts until the writer has committed the last.
 //!
+//! The sessions above hand over their next event as soon as the last is written: saturation,
+//! where each waits for the others' batches too. A second table paces them as an MTA's
+//! sessions are paced by SMTP: 16 sessions, each with one event every 5 ms (3 200 events/s
+//! offered), so the wait is what one commit costs a message.
+//!
 //! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`).
 //! Under `cargo test` (which, unlike `cargo bench`, passes no `--bench`) it only checks that
 //! every variant runs, on a few events.
@@ -27,7 +32,10 @@ use privacy_milter::{
     privacy::AddressView,
     sinks::EventWriter,
 };
-use std::{path::Path, time::Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 fn event(n: u64) -> Event {
     Event {
@@ -125,7 +133,7 @@ struct Run {
     p99: f64,
 }
 
-async fn run(variant: Variant, sessions: usize, total: usize) -> Run {
+async fn run(variant: Variant, sessions: usize, total: usize, pace: Option<Duration>) -> Run {
     let dir = tempfile::tempdir().expect("temporary directory");
     let writer = variant.writer(dir.path());
     let per_session = total / sessions;
@@ -135,7 +143,15 @@ async fn run(variant: Variant, sessions: usize, total: usize) -> Run {
         let writer = writer.clone();
         tasks.push(tokio::spawn(async move {
             let mut waits = Vec::with_capacity(per_session);
+            let mut ticks = pace.map(|pace| {
+                // Spread the sessions over the period, as independent clients would be.
+                let start = tokio::time::Instant::now() + pace * s as u32 / sessions as u32;
+                tokio::time::interval_at(start, pace)
+            });
             for i in 0..per_session {
+                if let Some(ticks) = ticks.as_mut() {
+                    ticks.tick().await;
+                }
                 let e = event((s * per_session + i) as u64);
                 let t = Instant::now();
                 if variant == Variant::LedgerAsync {
@@ -199,17 +215,10 @@ async fn main() {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); Variant::ALL.len()];
         for _ in 0..rounds {
             for (i, variant) in Variant::ALL.into_iter().enumerate() {
-                runs[i].push(run(variant, sessions, n).await);
+                runs[i].push(run(variant, sessions, n, None).await);
             }
         }
-        let medians: Vec<Run> = runs
-            .iter()
-            .map(|r| Run {
-                per_second: median(r.iter().map(|x| x.per_second).collect()),
-                p50: median(r.iter().map(|x| x.p50).collect()),
-                p99: median(r.iter().map(|x| x.p99).collect()),
-            })
-            .collect();
+        let medians: Vec<Run> = runs.iter().map(|r| medians_of(r)).collect();
         let append = medians[1];
         for (variant, m) in Variant::ALL.into_iter().zip(&medians) {
             println!(
@@ -223,5 +232,43 @@ async fn main() {
                 m.p99 / append.p99
             );
         }
+    }
+    let paced = [Variant::Append, Variant::LedgerSync, Variant::LedgerNormal];
+    let (sessions, pace) = (16, Duration::from_millis(5));
+    let n = if smoke { 320 } else { 3_200 };
+    println!(
+        "\npaced: {sessions} sessions, one event every {} ms each, {n} events per run",
+        pace.as_millis()
+    );
+    println!(
+        "{:>8}  {:<12}  {:>9}  {:>9}  {:>9}  {:>16}",
+        "sessions", "variant", "events/s", "p50 µs", "p99 µs", "p99÷append p99"
+    );
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); paced.len()];
+    for _ in 0..rounds {
+        for (i, variant) in paced.into_iter().enumerate() {
+            runs[i].push(run(variant, sessions, n, Some(pace)).await);
+        }
+    }
+    let medians: Vec<Run> = runs.iter().map(|r| medians_of(r)).collect();
+    for (variant, m) in paced.into_iter().zip(&medians) {
+        println!(
+            "{:>8}  {:<12}  {:>9.0}  {:>9.0}  {:>9.0}  {:>16.2}",
+            sessions,
+            variant.name(),
+            m.per_second,
+            m.p50,
+            m.p99,
+            m.p99 / medians[0].p99
+        );
+    }
+}
+
+/// The median of each figure over the rounds.
+fn medians_of(runs: &[Run]) -> Run {
+    Run {
+        per_second: median(runs.iter().map(|x| x.per_second).collect()),
+        p50: median(runs.iter().map(|x| x.p50).collect()),
+        p99: median(runs.iter().map(|x| x.p99).collect()),
     }
 }
