@@ -1,6 +1,6 @@
 //! End to end behind a real Sendmail (unpacked from the Debian debs by scripts/setup-test-deps,
 //! private daemon per test, see tests/e2e/mod.rs), with the milter attached by
-//! INPUT_MAIL_FILTER over TCP. Sendmail relays everything to the smtp-sink (SMART_HOST), so
+//! INPUT_MAIL_FILTER over TCP (and, in one test, a unix socket). Sendmail relays everything to the smtp-sink (SMART_HOST), so
 //! every recipient's `{rcpt_mailer}` is `relay`; locality comes from domains.local.
 //!
 //! Sendmail has no XCLIENT: every client is 127.0.0.1. With the default networks it is a
@@ -8,13 +8,17 @@
 
 mod e2e;
 
-use e2e::{assert_actions, assert_event, compose, new_message_id, SendmailLab};
+use e2e::{assert_actions, assert_event, compose, new_message_id, SendmailLab, Socket};
 
 fn lab(test: &str, milter_toml: &str) -> Option<SendmailLab> {
+    lab_on(test, Socket::Tcp, milter_toml)
+}
+
+fn lab_on(test: &str, socket: Socket, milter_toml: &str) -> Option<SendmailLab> {
     if !e2e::sendmail_available(test) {
         return None;
     }
-    Some(SendmailLab::start(milter_toml))
+    Some(SendmailLab::start_on(socket, milter_toml))
 }
 
 /// Loopback trusted (the default), skip_networks default: ours, no X-Originating-IP for a
@@ -49,8 +53,20 @@ fn trusted_local_submission_to_remote() {
 /// Loopback trusted with skip_networks emptied: the origin header names 127.0.0.1.
 #[test]
 fn trusted_local_submission_without_skip() {
-    let Some(lab) = lab(
-        "trusted_local_submission_without_skip",
+    without_skip("trusted_local_submission_without_skip", Socket::Tcp);
+}
+
+/// The same with the milter on a unix socket (`S=local:/path`), as a packaged Sendmail would
+/// attach it.
+#[test]
+fn trusted_local_submission_over_a_unix_socket() {
+    without_skip("trusted_local_submission_over_a_unix_socket", Socket::Unix);
+}
+
+fn without_skip(test: &str, socket: Socket) {
+    let Some(lab) = lab_on(
+        test,
+        socket,
         "[domains]\nlocal = [\"test.example\"]\n\n[rules.originating_ip]\nskip_networks = []\n",
     ) else {
         return;

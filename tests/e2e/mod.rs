@@ -1166,7 +1166,7 @@ impl PostfixLab {
 // Sendmail
 
 /// A private Sendmail daemon (unpacked debs, private UTS namespace named mx.test.example)
-/// relaying everything to the sink, with the milter attached by INPUT_MAIL_FILTER over TCP.
+/// relaying everything to the sink, with the milter attached by INPUT_MAIL_FILTER.
 pub struct Sendmail {
     proc: Option<Group>,
     pub dir: PathBuf,
@@ -1174,7 +1174,8 @@ pub struct Sendmail {
 }
 
 impl Sendmail {
-    pub fn start(dir: &Path, sink_port: u16, milter_port: u16) -> Self {
+    /// `milter` is the socket in Sendmail's syntax: `inet:PORT@127.0.0.1` or `local:/path`.
+    pub fn start(dir: &Path, sink_port: u16, milter: &str) -> Self {
         let root = sendmail_root();
         let sdir = dir.join("sendmail");
         fs::create_dir_all(sdir.join("mqueue")).unwrap();
@@ -1200,7 +1201,7 @@ define(`SMTP_MAILER_ARGS', `TCP $h {sink_port}')dnl
 FEATURE(`no_default_msa')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
-INPUT_MAIL_FILTER(`privacy', `S=inet:{milter_port}@127.0.0.1, F=T, T=S:10s;R:10s;E:1m')dnl
+INPUT_MAIL_FILTER(`privacy', `S={milter}, F=T, T=S:10s;R:10s;E:1m')dnl
 MAILER(`smtp')dnl
 ",
             root = root.display()
@@ -1266,15 +1267,30 @@ pub struct SendmailLab {
 }
 
 impl SendmailLab {
+    /// The milter on TCP.
     pub fn start(milter_toml: &str) -> Self {
+        Self::start_on(Socket::Tcp, milter_toml)
+    }
+
+    pub fn start_on(socket: Socket, milter_toml: &str) -> Self {
+        // Sendmail refuses a unix socket below a world-writable directory such as /tmp
+        // ("unsafe: World writable directory"): that lab lives in /run (root's, 0755).
+        let base = match socket {
+            Socket::Tcp => std::env::temp_dir(),
+            Socket::Unix => PathBuf::from("/run"),
+        };
         let dir = tempfile::Builder::new()
             .prefix("pm-e2e-sendmail.")
-            .tempdir()
+            .tempdir_in(base)
             .unwrap();
         chmod(dir.path(), 0o755);
         let sink = Sink::start(dir.path());
-        let milter = Milter::start(dir.path(), Socket::Tcp, milter_toml);
-        let sendmail = Sendmail::start(dir.path(), sink.port, milter.port);
+        let milter = Milter::start(dir.path(), socket, milter_toml);
+        let spec = match socket {
+            Socket::Tcp => format!("inet:{}@127.0.0.1", milter.port),
+            Socket::Unix => format!("local:{}", milter.unix_path.display()),
+        };
+        let sendmail = Sendmail::start(dir.path(), sink.port, &spec);
         Self {
             sendmail,
             milter,
