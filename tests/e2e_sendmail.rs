@@ -1,7 +1,8 @@
 //! End to end behind a real Sendmail (unpacked from the Debian debs by scripts/setup-test-deps,
 //! private daemon per test, see tests/e2e/mod.rs), with the milter attached by
-//! INPUT_MAIL_FILTER over TCP (and, in one test, a unix socket). Sendmail relays everything to the smtp-sink (SMART_HOST), so
-//! every recipient's `{rcpt_mailer}` is `relay`; locality comes from domains.local.
+//! INPUT_MAIL_FILTER over TCP (and, in one test, a unix socket). Sendmail relays everything
+//! to the smtp-sink (SMART_HOST), so every recipient's `{rcpt_mailer}` is `relay`; locality
+//! comes from domains.local. It offers SMTP AUTH against the lab's own sasldb.
 //!
 //! Sendmail has no XCLIENT: every client is 127.0.0.1. With the default networks it is a
 //! trusted (own) client; configuring loopback as external gives inbound and relay mail.
@@ -185,4 +186,36 @@ fn rcpt_mailer_from_sendmail() {
     let (_, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Transit", &[]);
     assert_event(&event, "inbound", false, "127.0.0.1", false, false);
+}
+
+/// SMTP AUTH through Sendmail (Cyrus sasldb): with loopback outside the trusted networks, the
+/// login alone makes the sender ours, so the message gets the origin header and the tag, a
+/// forged origin header is replaced, and the event says authenticated.
+#[test]
+fn smtp_auth_makes_the_sender_ours() {
+    let Some(lab) = lab("smtp_auth_makes_the_sender_ours", EXTERNAL) else {
+        return;
+    };
+    lab.add_sasl_user("alice", "test.example", "secret");
+    let mid = new_message_id("sm-auth");
+    let msg = compose(
+        &mid,
+        "alice@test.example",
+        &["bob@remote.example"],
+        "sendmail SMTP AUTH",
+        &[("X-Originating-IP", "[192.0.2.67]")],
+    );
+    lab.swaks("alice@test.example", &["bob@remote.example"], msg)
+        .auth("alice@test.example", "secret")
+        .send(lab.path());
+    let (qid, got, event) = lab.delivered(&mid, 1);
+    got[0].assert_header("X-Originating-IP", &["[127.0.0.1]"]);
+    got[0].assert_header("X-Transit", &["outbound"]);
+    assert_event(&event, "outbound", true, "127.0.0.1", true, false);
+    assert_actions(
+        &event,
+        &["originating_ip.added", "originating_ip.removed_forged"],
+        &[],
+    );
+    assert_eq!(event["queue_id"], qid.as_str());
 }

@@ -952,21 +952,7 @@ impl Postfix {
     /// Adds a Cyrus sasldb user (`user@realm`).
     pub fn add_sasl_user(&self, user: &str, realm: &str, password: &str) {
         let sasldb = self.base.join("sasldb2");
-        let mut child = Command::new(sbin("saslpasswd2"))
-            .arg("-p")
-            .arg("-f")
-            .arg(&sasldb)
-            .args(["-c", "-u", realm, user])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("saslpasswd2");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "saslpasswd2 failed");
+        add_sasldb_user(&sasldb, user, realm, password);
         chown(&sasldb, "postfix");
     }
 
@@ -1162,11 +1148,32 @@ impl PostfixLab {
     }
 }
 
+/// Adds `user@realm` with `password` to the Cyrus sasldb at `sasldb` (created if missing).
+fn add_sasldb_user(sasldb: &Path, user: &str, realm: &str, password: &str) {
+    let mut child = Command::new(sbin("saslpasswd2"))
+        .arg("-p")
+        .arg("-f")
+        .arg(sasldb)
+        .args(["-c", "-u", realm, user])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("saslpasswd2");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "saslpasswd2 failed");
+}
+
 // ---------------------------------------------------------------------------------------
 // Sendmail
 
 /// A private Sendmail daemon (unpacked debs, private UTS namespace named mx.test.example)
-/// relaying everything to the sink, with the milter attached by INPUT_MAIL_FILTER.
+/// relaying everything to the sink, with the milter attached by INPUT_MAIL_FILTER. It offers
+/// SMTP AUTH (PLAIN, LOGIN) against its own sasldb: Sendmail reads its SASL configuration only
+/// from fixed places, so its private mount namespace has the lab's own over /usr/lib/sasl2.
 pub struct Sendmail {
     proc: Option<Group>,
     pub dir: PathBuf,
@@ -1181,6 +1188,15 @@ impl Sendmail {
         fs::create_dir_all(sdir.join("mqueue")).unwrap();
         chmod(&sdir.join("mqueue"), 0o700);
         fs::write(sdir.join("service.switch"), "hosts files\naliases files\n").unwrap();
+        fs::create_dir_all(sdir.join("sasl2")).unwrap();
+        fs::write(
+            sdir.join("sasl2/Sendmail.conf"),
+            format!(
+                "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {}\n",
+                sdir.join("sasldb2").display()
+            ),
+        )
+        .unwrap();
         let port = free_port();
         let d = sdir.display();
         let mc = format!(
@@ -1200,6 +1216,9 @@ define(`ESMTP_MAILER_ARGS', `TCP $h {sink_port}')dnl
 define(`SMTP_MAILER_ARGS', `TCP $h {sink_port}')dnl
 FEATURE(`no_default_msa')dnl
 FEATURE(`accept_unresolvable_domains')dnl
+define(`confAUTH_MECHANISMS', `PLAIN LOGIN')dnl
+define(`confAUTH_OPTIONS', `A')dnl
+TRUST_AUTH_MECH(`PLAIN LOGIN')dnl
 DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
 INPUT_MAIL_FILTER(`privacy', `S={milter}, F=T, T=S:10s;R:10s;E:1m')dnl
 MAILER(`smtp')dnl
@@ -1217,13 +1236,14 @@ MAILER(`smtp')dnl
         let binary = root.join("usr/libexec/sendmail/sendmail");
         let log = fs::File::create(sdir.join("sendmail.out")).unwrap();
         let script = format!(
-            "hostname mx.test.example && exec {} -C {d}/sendmail.cf -bD -q10s",
+            "mount --bind {d}/sasl2 /usr/lib/sasl2 && hostname mx.test.example \
+             && exec {} -C {d}/sendmail.cf -bD -q10s",
             binary.display()
         );
         let mut proc = Group::spawn(
             "sendmail",
             Command::new(sbin("unshare"))
-                .args(["-u", "sh", "-c", &script])
+                .args(["-m", "-u", "sh", "-c", &script])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
@@ -1273,15 +1293,12 @@ impl SendmailLab {
     }
 
     pub fn start_on(socket: Socket, milter_toml: &str) -> Self {
-        // Sendmail refuses a unix socket below a world-writable directory such as /tmp
-        // ("unsafe: World writable directory"): that lab lives in /run (root's, 0755).
-        let base = match socket {
-            Socket::Tcp => std::env::temp_dir(),
-            Socket::Unix => PathBuf::from("/run"),
-        };
+        // Sendmail refuses a unix socket, and SASL files, below a world-writable directory
+        // such as /tmp ("unsafe: World writable directory"): the lab lives in /run (root's,
+        // 0755).
         let dir = tempfile::Builder::new()
             .prefix("pm-e2e-sendmail.")
-            .tempdir_in(base)
+            .tempdir_in("/run")
             .unwrap();
         chmod(dir.path(), 0o755);
         let sink = Sink::start(dir.path());
@@ -1303,8 +1320,18 @@ impl SendmailLab {
         self.dir.path()
     }
 
+    /// Adds an SMTP AUTH user (`user@realm`) to Sendmail's sasldb.
+    pub fn add_sasl_user(&self, user: &str, realm: &str, password: &str) {
+        add_sasldb_user(&self.sendmail.dir.join("sasldb2"), user, realm, password);
+    }
+
     pub fn context(&self) -> String {
         let mut s = String::new();
+        let _ = write!(
+            s,
+            "--- sendmail output ---\n{}\n",
+            read_lossy(&self.sendmail.dir.join("sendmail.out"))
+        );
         let _ = write!(
             s,
             "--- milter log ---\n{}\n--- events ---\n{}\n--- sink files ---\n",
