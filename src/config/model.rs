@@ -246,6 +246,15 @@ pub struct PostgresConfig {
     pub spool: PathBuf,
 }
 
+impl PostgresConfig {
+    /// Where events the database refused for good are kept: beside the spool.
+    pub fn rejects(&self) -> PathBuf {
+        let mut path = self.spool.clone().into_os_string();
+        path.push(".rejected");
+        path.into()
+    }
+}
+
 impl Default for PostgresConfig {
     fn default() -> Self {
         Self {

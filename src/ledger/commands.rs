@@ -123,12 +123,10 @@ pub fn erase(config: &Config, subject: &Subject) -> Result<String, String> {
     let erased = open(config)?.erase(&filter).map_err(|e| e.to_string())?;
     let mut out = format!("erased {erased} events\n");
     if config.events.sinks.contains(&SinkKind::Postgres) {
-        let spool = &config.events.postgres.spool;
-        let mut rejects = spool.clone().into_os_string();
-        rejects.push(".rejected");
+        let pg = &config.events.postgres;
         for (path, what) in [
-            (spool.clone(), "wait in the spool for PostgreSQL; run erase again once the daemon has replayed it (it is then empty)"),
-            (rejects.into(), "were refused by PostgreSQL and wait in this file; delete their lines by hand"),
+            (pg.spool.clone(), "wait in the spool for PostgreSQL; run erase again once the daemon has replayed it (it is then empty)"),
+            (pg.rejects(), "were refused by PostgreSQL and wait in this file; delete their lines by hand"),
         ] {
             let waiting = std::fs::read_to_string(&path)
                 .unwrap_or_default()

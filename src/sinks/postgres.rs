@@ -55,13 +55,11 @@ impl PostgresSink {
                 format!("events.postgres.spool {}: {e}", config.spool.display()),
             )
         })?;
-        let mut rejects = config.spool.clone().into_os_string();
-        rejects.push(".rejected");
         Ok(Self {
             ledger,
             spool,
             rejects: Rejects {
-                path: rejects.into(),
+                path: config.rejects(),
             },
             outage: false,
             retry_at: None,

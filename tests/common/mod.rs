@@ -144,6 +144,64 @@ pub fn ledger_with(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The three messages the ledger tests hold events of: alice's internal mail (203.0.113.7,
+/// authenticated), and eve's inbound and relayed mail (198.51.100.9). Returns the statuses.
+pub async fn send_three(milter: &Milter) -> Vec<Status> {
+    let mut statuses = Vec::new();
+    for mail in [
+        Mail::from_ip("203.0.113.7")
+            .auth("alice")
+            .rcpt("bob@example.org")
+            .queue_id("4Internal"),
+        Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("bob@example.org")
+            .queue_id("4Inbound"),
+        Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("carol@transit.example")
+            .queue_id("4Relay"),
+    ] {
+        statuses.push(mail.send(milter).await.1);
+    }
+    statuses
+}
+
+/// After [`send_three`], with IPs and addresses in full: `ledger query` finds eve's IP in the
+/// inbound and relay events and bob in the internal and inbound ones, and a CSV export has
+/// the three events. The same on every ledger backend.
+pub fn assert_queries_find_the_three(milter: &Milter) {
+    let (ok, out, err) = ledger_cmd(
+        milter,
+        &["query", "--ip", "198.51.100.9", "--format", "json"],
+    );
+    assert!(ok, "{err}");
+    let found: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let queue_ids: Vec<&str> = found
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(queue_ids, ["4Inbound", "4Relay"]);
+
+    let (ok, out, _) = ledger_cmd(milter, &["query", "--address", "bob@example.org"]);
+    assert!(ok);
+    assert!(
+        out.starts_with("2 events held for address bob@example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4Internal") && out.contains("4Inbound") && !out.contains("4Relay"),
+        "{out}"
+    );
+
+    let (ok, out, _) = ledger_cmd(milter, &["export", "--format", "csv"]);
+    assert!(ok);
+    assert_eq!(
+        csv::Reader::from_reader(out.as_bytes()).records().count(),
+        3
+    );
+}
+
 /// The bytes of every file in `dir` whose name starts with `prefix`, as text (for searching
 /// a ledger and its WAL, or an events file, for data that must not be there).
 pub fn all_bytes(dir: &Path, prefix: &str) -> String {
