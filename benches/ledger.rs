@@ -21,7 +21,8 @@
 //! sessions are paced by SMTP: 16 sessions, each with one event every 5 ms (3 200 events/s
 //! offered), so the wait is what one commit costs a message.
 //!
-//! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`).
+//! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`,
+//! `-- --sessions N` for one level of concurrency).
 //! Under `cargo test` (which, unlike `cargo bench`, passes no `--bench`) it only checks that
 //! every variant runs, on a few events.
 
@@ -209,7 +210,15 @@ async fn main() {
         "{:>8}  {:<12}  {:>9}  {:>9}  {:>9}  {:>16}  {:>16}",
         "sessions", "variant", "events/s", "p50 µs", "p99 µs", "events/s÷append", "p99÷append p99"
     );
-    for sessions in [1, 16, 256] {
+    // `--sessions N` measures one level of concurrency only.
+    let levels = match args.iter().position(|a| a == "--sessions") {
+        Some(i) => vec![args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--sessions N")],
+        None => vec![1, 16, 256],
+    };
+    for sessions in levels {
         // Fewer events for one session: every event is its own fsync there.
         let n = if sessions == 1 { total / 8 } else { total };
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); Variant::ALL.len()];

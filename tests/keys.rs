@@ -127,16 +127,9 @@ async fn rotation_keeps_old_pseudonyms_findable() {
         .await;
     let keys = milter.dir.path().join("keys");
     // key_rotation = 1s and housekeeping every second: wait for the second key.
-    for _ in 0..200 {
-        if std::fs::read_dir(&keys).unwrap().count() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        std::fs::read_dir(&keys).unwrap().count() >= 2,
-        "a new key was made"
-    );
+    eventually(|| (std::fs::read_dir(&keys).unwrap().count() >= 2).then_some(()))
+        .await
+        .expect("a new key was made");
     Mail::from_ip("203.0.113.7")
         .auth("alice")
         .rcpt("bob@example.org")

@@ -505,14 +505,12 @@ async fn refused_events_go_to_the_rejects_file_and_the_rest_goes_on() {
     );
     let rejects = milter.dir.path().join("postgres.spool.rejected");
     // The purge at start drops the expired refused event from the rejects file.
-    let mut kept = String::new();
-    for _ in 0..100 {
-        kept = std::fs::read_to_string(&rejects).unwrap_or_default();
-        if kept.lines().count() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let kept = eventually(|| {
+        let kept = std::fs::read_to_string(&rejects).unwrap_or_default();
+        (kept.lines().count() == 1).then_some(kept)
+    })
+    .await
+    .expect("the rejects file keeps one event");
     let kept: Vec<Value> = kept
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -133,6 +133,19 @@ pub struct Ledger {
     conn: Connection,
 }
 
+/// How long a connection waits for another one's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The error of a deletion whose WAL could not be truncated.
+fn still_in_the_wal(done: String, command: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(format!(
+            "{done}, but the write-ahead log still holds copies of them: the ledger was too busy to truncate it; run {command} again"
+        )),
+    )
+}
+
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -167,7 +180,7 @@ impl Ledger {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // What is deleted (purged, erased) is overwritten with zeros, not left in free space.
         conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let mut ledger = Self { conn };
         ledger.migrate()?;
         Ok(ledger)
@@ -240,16 +253,43 @@ impl Ledger {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
     }
 
-    /// Deletes every event whose expiry has passed; returns how many.
+    /// Copies the whole WAL into the database file and truncates the WAL to nothing. Until
+    /// then it holds the pages as they were before events were deleted (and as the WAL is
+    /// reused, not rewritten, for as long as the ledger stays open). Waits up to the busy
+    /// timeout for other connections; false if they kept it busy.
+    pub fn truncate_wal(&self) -> Result<bool> {
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        Ok(busy == 0)
+    }
+
+    /// [`Ledger::truncate_wal`], waiting at most `patience` for other connections.
+    pub fn truncate_wal_within(&self, patience: std::time::Duration) -> Result<bool> {
+        self.conn.busy_timeout(patience)?;
+        let truncated = self.truncate_wal();
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        truncated
+    }
+
+    /// Deletes every event whose expiry has passed, and their old copies in the WAL;
+    /// returns how many.
     pub fn purge(&mut self, now: DateTime<Utc>) -> Result<usize> {
         let mut total = 0;
         loop {
             let n = self.purge_some(now, PURGE_CHUNK)?;
             total += n;
             if n < PURGE_CHUNK {
-                return Ok(total);
+                break;
             }
         }
+        if !self.truncate_wal()? {
+            return Err(still_in_the_wal(
+                format!("purged {total} expired events"),
+                "purge",
+            ));
+        }
+        Ok(total)
     }
 
     /// Deletes at most `limit` expired events, oldest expiry first, in one transaction;
@@ -303,16 +343,8 @@ impl Ledger {
             rusqlite::params_from_iter(values),
         )?;
         // Waits (busy timeout) for the daemon's commit in progress, if any.
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        if busy != 0 {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some(format!(
-                    "erased {erased} events, but the write-ahead log still holds copies of them: the ledger was too busy to truncate it; run erase again"
-                )),
-            ));
+        if !self.truncate_wal()? {
+            return Err(still_in_the_wal(format!("erased {erased} events"), "erase"));
         }
         Ok(erased)
     }

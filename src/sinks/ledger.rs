@@ -5,6 +5,9 @@
 //! event. So the writer's connection never checkpoints by itself: a background thread copies
 //! the WAL every moment, and once the WAL has grown past [`RESTART_FRAMES`] the writer runs one
 //! short checkpoint of what is left, so that SQLite starts the WAL over and it stays small.
+//!
+//! A WAL started over is overwritten, not emptied: it keeps old page images, purged events
+//! among them. So the end of every purge that deleted anything truncates it.
 
 use super::Sink;
 use crate::{config::LedgerConfig, event::Event, ledger::Ledger};
@@ -22,6 +25,9 @@ use tracing::warn;
 /// WAL size (in pages) beyond which the writer lets SQLite start the WAL over.
 const RESTART_FRAMES: i64 = 16_384;
 
+/// How long the end of a purge waits for readers before it leaves the WAL to the next one.
+const TRUNCATE_PATIENCE: Duration = Duration::from_millis(200);
+
 /// How often the background thread copies the WAL while events come in.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
@@ -30,6 +36,8 @@ pub struct LedgerSink {
     // writer's, which (the last one) checkpoints everything and removes the WAL.
     checkpointer: Checkpointer,
     ledger: Ledger,
+    /// Events were purged since the WAL was last truncated.
+    purged_copies_in_wal: bool,
 }
 
 impl LedgerSink {
@@ -44,6 +52,7 @@ impl LedgerSink {
         Ok(Self {
             checkpointer: Checkpointer::start(background)?,
             ledger,
+            purged_copies_in_wal: false,
         })
     }
 }
@@ -75,7 +84,23 @@ impl Sink for LedgerSink {
     }
 
     fn purge(&mut self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> io::Result<usize> {
-        self.ledger.purge_some(now, limit).map_err(io::Error::other)
+        let n = self
+            .ledger
+            .purge_some(now, limit)
+            .map_err(io::Error::other)?;
+        self.purged_copies_in_wal |= n > 0;
+        if n < limit && self.purged_copies_in_wal {
+            // The last step: the WAL, reused while the daemon runs, still holds the deleted
+            // events as they were. Messages wait meanwhile, so wait little for readers.
+            match self.ledger.truncate_wal_within(TRUNCATE_PATIENCE) {
+                Ok(true) => self.purged_copies_in_wal = false,
+                Ok(false) => warn!(
+                    "ledger: readers kept the write-ahead log busy; the old copies of purged events in it go at the next purge"
+                ),
+                Err(e) => warn!("ledger checkpoint: {e}"),
+            }
+        }
+        Ok(n)
     }
 }
 

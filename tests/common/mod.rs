@@ -530,3 +530,14 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `check` for up to ten seconds until it gives a value.
+pub async fn eventually<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..200 {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
+}
