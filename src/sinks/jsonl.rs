@@ -4,13 +4,14 @@
 //! leaves whole lines and every acknowledged event on disk. SIGHUP re-opens the file, so
 //! logrotate can move it away.
 
-use super::Sink;
+use super::{Flush, Sink};
 use crate::event::Event;
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 pub struct JsonlSink {
@@ -43,7 +44,7 @@ impl Sink for JsonlSink {
         "jsonl"
     }
 
-    fn write(&mut self, batch: &[Event]) -> io::Result<()> {
+    fn write(&mut self, batch: &[Event]) -> io::Result<Option<Arc<dyn Flush>>> {
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for event in batch {
             serde_json::to_writer(&mut buf, event)?;
@@ -52,6 +53,7 @@ impl Sink for JsonlSink {
         self.file
             .write_all(&buf)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        Ok(None)
     }
 }

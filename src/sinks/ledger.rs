@@ -8,11 +8,23 @@
 //!
 //! A WAL started over is overwritten, not emptied: it keeps old page images, purged events
 //! among them. So the end of every purge that deleted anything truncates it.
+//!
+//! With `synchronous = "full"` a batch is durable once the WAL is fsynced after its commit.
+//! SQLite would do that inside the commit; here the connection commits without it
+//! (`PRAGMA synchronous = NORMAL`, under which SQLite still syncs around checkpoints) and
+//! the writer hands an `fdatasync` of the WAL to the syncer thread, which answers the
+//! batch's messages after it. Same guarantee; the next batch is written meanwhile.
 
-use super::Sink;
-use crate::{config::LedgerConfig, event::Event, ledger::Ledger};
+use super::{Flush, Sink};
+use crate::{
+    config::{LedgerConfig, Synchronous},
+    event::Event,
+    ledger::Ledger,
+};
 use std::{
+    fs::File,
     io,
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Condvar, Mutex,
@@ -38,6 +50,23 @@ pub struct LedgerSink {
     ledger: Ledger,
     /// Events were purged since the WAL was last truncated.
     purged_copies_in_wal: bool,
+    /// With `synchronous = "full"`: the WAL, to be fsynced after each commit (opened once
+    /// the first commit has made sure it exists).
+    wal: Option<Wal>,
+}
+
+enum Wal {
+    Unopened(PathBuf),
+    Open(Arc<WalFile>),
+}
+
+/// The WAL file, fsynced by the syncer thread: that makes every commit before durable.
+struct WalFile(File);
+
+impl Flush for WalFile {
+    fn flush(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 impl LedgerSink {
@@ -46,14 +75,39 @@ impl LedgerSink {
         let failed = |e: rusqlite::Error| {
             io::Error::other(format!("events.ledger.path {}: {e}", path.display()))
         };
-        let ledger = Ledger::open_with(path, config.synchronous).map_err(failed)?;
+        // Commits are not fsynced by SQLite (see the module's comment).
+        let ledger = Ledger::open_with(path, Synchronous::Normal).map_err(failed)?;
         ledger.disable_autocheckpoint().map_err(failed)?;
-        let background = Ledger::open_with(path, config.synchronous).map_err(failed)?;
+        let background = Ledger::open_with(path, Synchronous::Normal).map_err(failed)?;
+        let wal = (config.synchronous == Synchronous::Full).then(|| {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            Wal::Unopened(wal.into())
+        });
         Ok(Self {
             checkpointer: Checkpointer::start(background)?,
             ledger,
             purged_copies_in_wal: false,
+            wal,
         })
+    }
+
+    /// The flush that makes the commits so far durable, if the config asks for one.
+    fn flush(&mut self) -> io::Result<Option<Arc<dyn Flush>>> {
+        let wal = match &self.wal {
+            None => return Ok(None),
+            Some(Wal::Open(wal)) => Arc::clone(wal),
+            Some(Wal::Unopened(path)) => {
+                // The writer's connection keeps the WAL open, so SQLite never deletes it while
+                // the sink lives (truncating keeps the same file).
+                let file = File::open(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                let wal = Arc::new(WalFile(file));
+                self.wal = Some(Wal::Open(Arc::clone(&wal)));
+                wal
+            }
+        };
+        Ok(Some(wal))
     }
 }
 
@@ -62,7 +116,7 @@ impl Sink for LedgerSink {
         "ledger"
     }
 
-    fn write(&mut self, batch: &[Event]) -> io::Result<()> {
+    fn write(&mut self, batch: &[Event]) -> io::Result<Option<Arc<dyn Flush>>> {
         self.ledger.insert(batch).map_err(io::Error::other)?;
         self.checkpointer
             .shared
@@ -80,7 +134,7 @@ impl Sink for LedgerSink {
                 warn!("ledger checkpoint: {e}");
             }
         }
-        Ok(())
+        self.flush()
     }
 
     fn purge(&mut self, now: chrono::DateTime<chrono::Utc>, limit: usize) -> io::Result<usize> {
@@ -175,6 +229,39 @@ mod tests {
         let mut wal = config.path.clone().into_os_string();
         wal.push("-wal");
         std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// With `full`, every write hands back a flush of the WAL itself (the file SQLite
+    /// appends the commit to); with `normal`, none.
+    #[test]
+    fn full_hands_the_wal_to_the_syncer() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (synchronous, flushed) in [(Synchronous::Full, true), (Synchronous::Normal, false)] {
+            let config = LedgerConfig {
+                path: dir.path().join(format!("{synchronous:?}.sqlite")),
+                synchronous,
+            };
+            let mut sink = LedgerSink::open(&config).unwrap();
+            for n in 0..2 {
+                let flush = sink
+                    .write(&[crate::event::sample(&format!("4Q{n}"), "a@remote.example")])
+                    .unwrap();
+                assert_eq!(flush.is_some(), flushed, "{synchronous:?}");
+                if let Some(flush) = flush {
+                    flush.flush().unwrap();
+                }
+            }
+            if let Some(Wal::Open(wal)) = &sink.wal {
+                let wal_path = format!("{}-wal", config.path.display());
+                let on_disk = std::fs::metadata(wal_path).unwrap();
+                let held = wal.0.metadata().unwrap();
+                assert_eq!((held.dev(), held.ino()), (on_disk.dev(), on_disk.ino()));
+                assert!(held.len() > 0, "the commits went to this file");
+            } else {
+                assert!(!flushed, "the WAL was never opened");
+            }
+        }
     }
 
     /// The writer never checkpoints on its own, yet the WAL does not grow without end: the

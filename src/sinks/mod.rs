@@ -5,6 +5,11 @@
 //! With `events.durability = "async"` the MTA is answered without waiting; at most
 //! `events.queue_size` such events wait, and beyond that the answer waits for a place.
 //!
+//! A sink may leave the last step of durability (the ledger's `fdatasync`) to a second
+//! thread, the syncer, which answers the waiting messages once it is done: meanwhile the
+//! writer already writes the next batch, so the CPU of one batch overlaps the disk's flush of
+//! the one before. The syncer flushes once for whatever batches queued up behind a flush.
+//!
 //! A sink that fails does not lose the event: it is logged in full (already pseudonymised) at
 //! error level, and the waiting message learns of the failure so `events.on_error` applies.
 
@@ -21,11 +26,18 @@ use std::{io, sync::Arc, thread};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info};
 
+/// The last step that makes a sink's written batches durable, run on the syncer thread. It
+/// covers every batch the sink wrote before it runs.
+trait Flush: Send + Sync {
+    fn flush(&self) -> io::Result<()>;
+}
+
 /// A destination for events.
 trait Sink: Send {
     fn name(&self) -> &'static str;
-    /// Writes a batch and makes it durable before returning.
-    fn write(&mut self, batch: &[Event]) -> io::Result<()>;
+    /// Writes a batch. It is durable when this returns, or once the returned [`Flush`] has
+    /// run.
+    fn write(&mut self, batch: &[Event]) -> io::Result<Option<Arc<dyn Flush>>>;
     /// Deletes at most `limit` of the events expired at `now`; returns how many went. Only
     /// stores keep anything.
     fn purge(&mut self, _now: chrono::DateTime<chrono::Utc>, _limit: usize) -> io::Result<usize> {
@@ -80,14 +92,21 @@ const MAX_BATCH: usize = 512;
 impl EventWriter {
     /// Opens the sinks (failing at once if one cannot be opened) and starts the writer thread.
     pub fn start(config: &Config) -> io::Result<Self> {
-        let sinks = open_sinks(config)?;
+        Self::spawn(open_sinks(config)?, config.events.queue_size)
+    }
+
+    fn spawn(sinks: Vec<Box<dyn Sink>>, queue_size: usize) -> io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (to_syncer, jobs) = std::sync::mpsc::channel();
+        thread::Builder::new()
+            .name("event-syncer".into())
+            .spawn(move || syncer(jobs))?;
         thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || writer(sinks, rx))?;
+            .spawn(move || writer(sinks, rx, to_syncer))?;
         Ok(Self {
             tx,
-            queue: Arc::new(Semaphore::new(config.events.queue_size)),
+            queue: Arc::new(Semaphore::new(queue_size)),
         })
     }
 
@@ -191,7 +210,11 @@ impl Purge {
     }
 }
 
-fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request>) {
+fn writer(
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    syncer: std::sync::mpsc::Sender<ToSyncer>,
+) {
     let mut batch: Vec<Event> = Vec::new();
     let mut acks: Vec<Ack> = Vec::new();
     let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
@@ -227,12 +250,35 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
             }
         }
         if !batch.is_empty() {
-            let result = write_all(&mut sinks, &batch);
-            for ack in acks.drain(..) {
-                let _ = ack.send(result.clone());
+            let (result, flushes) = write_all(&mut sinks, &batch);
+            if flushes.is_empty() {
+                for ack in acks.drain(..) {
+                    let _ = ack.send(result.clone());
+                }
+                places.clear();
+                batch.clear();
+            } else {
+                let job = Job {
+                    batch: std::mem::take(&mut batch),
+                    result,
+                    flushes,
+                    acks: std::mem::take(&mut acks),
+                    _places: std::mem::take(&mut places),
+                };
+                if let Err(lost) = syncer.send(ToSyncer::Job(job)) {
+                    // Only if the syncer thread died: flush here instead.
+                    if let ToSyncer::Job(job) = lost.0 {
+                        finish(vec![job]);
+                    }
+                }
             }
-            places.clear();
-            batch.clear();
+        }
+        if matches!(control, Some(Request::Reopen(..) | Request::Stop(_))) {
+            // Every batch durable and answered before the sinks change.
+            let (done, drained) = oneshot::channel();
+            if syncer.send(ToSyncer::Drain(done)).is_ok() {
+                let _ = drained.blocking_recv();
+            }
         }
         match control {
             Some(Request::Reopen(config, ack)) => {
@@ -262,20 +308,187 @@ fn writer(mut sinks: Vec<Box<dyn Sink>>, mut rx: mpsc::UnboundedReceiver<Request
     }
 }
 
-fn write_all(sinks: &mut [Box<dyn Sink>], batch: &[Event]) -> Result<(), String> {
+/// Writes a batch to every sink; returns the outcome so far and the flushes still to run.
+fn write_all(sinks: &mut [Box<dyn Sink>], batch: &[Event]) -> (Result<(), String>, Vec<Pending>) {
     let mut failure = None;
-    for sink in sinks.iter_mut() {
-        if let Err(e) = sink.write(batch) {
-            let message = format!("cannot write events to the {} sink: {e}", sink.name());
-            error!(
-                "{message}; the {} events of this batch follow in full",
-                batch.len()
-            );
-            for event in batch {
-                error!(sink = sink.name(), event = %event.to_json(), "event not written");
-            }
-            failure = Some(message);
+    let mut flushes = Vec::new();
+    for (index, sink) in sinks.iter_mut().enumerate() {
+        match sink.write(batch) {
+            Ok(flush) => flushes.extend(flush.map(|flush| Pending {
+                sink: index,
+                name: sink.name(),
+                flush,
+            })),
+            Err(e) => failure = Some(not_written(sink.name(), &e.to_string(), batch)),
         }
     }
-    failure.map_or(Ok(()), Err)
+    (failure.map_or(Ok(()), Err), flushes)
+}
+
+/// Logs a batch a sink lost in full; returns the message for those waiting for it.
+fn not_written(sink: &str, error: &str, batch: &[Event]) -> String {
+    let message = format!("cannot write events to the {sink} sink: {error}");
+    error!(
+        "{message}; the {} events of this batch follow in full",
+        batch.len()
+    );
+    for event in batch {
+        error!(sink, event = %event.to_json(), "event not written");
+    }
+    message
+}
+
+/// A sink's flush still to run for a batch.
+struct Pending {
+    /// The sink's place in the list (the same between two drains of the syncer).
+    sink: usize,
+    name: &'static str,
+    flush: Arc<dyn Flush>,
+}
+
+/// A written batch waiting for its flushes.
+struct Job {
+    batch: Vec<Event>,
+    /// The outcome of the writes.
+    result: Result<(), String>,
+    flushes: Vec<Pending>,
+    acks: Vec<Ack>,
+    /// Places in the async queue, given back once the batch is durable.
+    _places: Vec<OwnedSemaphorePermit>,
+}
+
+enum ToSyncer {
+    Job(Job),
+    /// Answered once every job sent before is finished.
+    Drain(oneshot::Sender<()>),
+}
+
+fn syncer(jobs: std::sync::mpsc::Receiver<ToSyncer>) {
+    while let Ok(first) = jobs.recv() {
+        let mut pending = Vec::new();
+        let mut drained = Vec::new();
+        for request in std::iter::once(first).chain(jobs.try_iter()) {
+            match request {
+                ToSyncer::Job(job) => pending.push(job),
+                ToSyncer::Drain(done) => drained.push(done),
+            }
+        }
+        finish(pending);
+        for done in drained {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Runs the flushes of some jobs (each sink's last one covers its earlier batches too) and
+/// answers those waiting.
+fn finish(mut jobs: Vec<Job>) {
+    let mut flushed: Vec<usize> = Vec::new();
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for job in jobs.iter().rev() {
+        for pending in &job.flushes {
+            if !flushed.contains(&pending.sink) {
+                flushed.push(pending.sink);
+                if let Err(e) = pending.flush.flush() {
+                    failed.push((pending.sink, e.to_string()));
+                }
+            }
+        }
+    }
+    for job in &mut jobs {
+        for pending in &job.flushes {
+            if let Some((_, error)) = failed.iter().find(|(sink, _)| *sink == pending.sink) {
+                job.result = Err(not_written(pending.name, error, &job.batch));
+            }
+        }
+        for ack in job.acks.drain(..) {
+            let _ = ack.send(job.result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::sample;
+    use std::sync::{mpsc as std_mpsc, Mutex};
+
+    /// A sink whose flush waits for the test's word and then fails or succeeds as told.
+    struct Held {
+        release: Arc<Mutex<std_mpsc::Receiver<io::Result<()>>>>,
+    }
+
+    impl Flush for Held {
+        fn flush(&self) -> io::Result<()> {
+            self.release.lock().unwrap().recv().unwrap()
+        }
+    }
+
+    struct HeldSink(Arc<Held>);
+
+    impl Sink for HeldSink {
+        fn name(&self) -> &'static str {
+            "held"
+        }
+        fn write(&mut self, _batch: &[Event]) -> io::Result<Option<Arc<dyn Flush>>> {
+            Ok(Some(Arc::clone(&self.0) as Arc<dyn Flush>))
+        }
+    }
+
+    fn held_writer() -> (EventWriter, std_mpsc::Sender<io::Result<()>>) {
+        let (release, held) = std_mpsc::channel();
+        let sink = HeldSink(Arc::new(Held {
+            release: Arc::new(Mutex::new(held)),
+        }));
+        (
+            EventWriter::spawn(vec![Box::new(sink)], 10).unwrap(),
+            release,
+        )
+    }
+
+    /// A message is answered only once its batch's flush has run, and learns if it failed.
+    #[tokio::test]
+    async fn answers_wait_for_the_flush() {
+        let (writer, release) = held_writer();
+        let mut first = Box::pin(writer.commit(sample("4First", "a@remote.example")));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut first).await;
+        assert!(early.is_err(), "answered before the flush: {early:?}");
+        release.send(Ok(())).unwrap();
+        assert_eq!(first.await, Ok(()));
+
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.commit(sample("4Second", "b@remote.example")).await }
+        });
+        release.send(Err(io::Error::other("disk gone"))).unwrap();
+        let failed = second.await.unwrap().unwrap_err();
+        assert!(
+            failed.contains("held sink") && failed.contains("disk gone"),
+            "{failed}"
+        );
+        writer.stop().await;
+    }
+
+    /// Async events hold their place in the queue until they are durable, so the queue
+    /// bounds what a power loss could take.
+    #[tokio::test]
+    async fn async_places_are_given_back_after_the_flush() {
+        let (writer, release) = held_writer();
+        for n in 0..10 {
+            writer
+                .enqueue(sample(&format!("4Q{n}"), "a@remote.example"))
+                .await;
+        }
+        let eleventh = writer.enqueue(sample("4Q10", "a@remote.example"));
+        let mut eleventh = Box::pin(eleventh);
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(200), &mut eleventh).await;
+        assert!(early.is_err(), "a place was free before any flush");
+        // However the events were batched, one release per batch is enough.
+        for _ in 0..11 {
+            release.send(Ok(())).unwrap();
+        }
+        eleventh.await;
+        writer.stop().await;
+    }
 }

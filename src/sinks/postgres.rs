@@ -16,7 +16,7 @@
 //! rejects file beside the spool (`SPOOL.rejected`, same format), logged at error level, and
 //! the others go on; the rejects file is purged of expired events like the ledger.
 
-use super::Sink;
+use super::{Flush, Sink};
 use crate::{
     config::PostgresConfig,
     event::Event,
@@ -27,6 +27,7 @@ use std::{
     io::{self, BufRead, BufReader, Write},
     os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tracing::{error, info, warn};
@@ -129,11 +130,11 @@ impl Sink for PostgresSink {
         "postgres"
     }
 
-    fn write(&mut self, batch: &[Event]) -> io::Result<()> {
+    fn write(&mut self, batch: &[Event]) -> io::Result<Option<Arc<dyn Flush>>> {
         if self.attempt(batch) {
-            return Ok(());
+            return Ok(None);
         }
-        self.spool.append(batch).map_err(|e| {
+        self.spool.append(batch).map(|()| None).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
