@@ -436,10 +436,20 @@ impl Daemon {
 
     /// The same, in a directory the test has already prepared.
     pub fn start_in(name: &str, dir: TempDir) -> Self {
+        Self::start_with(name, dir, |binary| std::process::Command::new(binary))
+    }
+
+    /// The same, with the command line that `command` makes for the binary (a wrapper, an
+    /// environment); the harness adds `--config` and the log.
+    pub fn start_with(
+        name: &str,
+        dir: TempDir,
+        command: impl FnOnce(&str) -> std::process::Command,
+    ) -> Self {
         let config_path = dir.path().join("privacy-milter.toml");
         std::fs::write(&config_path, case_config(name, dir.path())).unwrap();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        let child = command(env!("CARGO_BIN_EXE_privacy-milter"))
             .arg("--config")
             .arg(&config_path)
             .stderr(log)

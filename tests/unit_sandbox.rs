@@ -1,0 +1,110 @@
+//! The daemon under the shipped unit's system-call filter. systemd applies
+//! `SystemCallFilter=` only when it is PID 1, which a CI container is not; a call the
+//! filter forbids fails with EPERM there, deep in SQLite, the key ring or the notify
+//! socket. `scripts/unit-sandbox` applies the same filter (python3-seccomp), and this test
+//! runs every part of the daemon that makes system calls of its own underneath it.
+mod common;
+use common::*;
+use indymilter_test::Status;
+use nix::sys::signal::Signal;
+use std::{os::unix::net::UnixDatagram, path::Path, process::Command, time::Duration};
+
+fn sandboxed(unit: &str) -> impl FnOnce(&str) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (wrapper, unit) = (root.join("scripts/unit-sandbox"), root.join(unit));
+    move |binary| {
+        let mut command = Command::new(wrapper);
+        command.arg(unit).arg(binary);
+        command
+    }
+}
+
+/// What systemd would read from the notify socket: one datagram, within ten seconds.
+fn notified(socket: &UnixDatagram) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0; 512];
+    let n = socket.recv(&mut buf).expect("a notification");
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn daemon_runs_under_the_units_system_call_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let unit = "packaging/privacy-milter.service";
+    let mut daemon = Daemon::start_with("unit_sandbox/privacy-milter.toml", dir, |binary| {
+        let mut command = sandboxed(unit)(binary);
+        command.env("NOTIFY_SOCKET", &notify_path);
+        command
+    });
+    assert_eq!(notified(&notify), "READY=1");
+
+    let (actions, status) = Mail::from_ip("203.0.113.7")
+        .auth("alice")
+        .rcpt("bob@remote.example")
+        .queue_id("4Outbound")
+        .send_on(daemon.connect().await)
+        .await;
+    assert_eq!(status, Status::Continue);
+    let edits = edits(&actions);
+    assert!(
+        edits
+            .iter()
+            .any(|e| e.starts_with("+X-Originating-IP: enc:")),
+        "an encrypted token: {edits:?}"
+    );
+    for (ip, rcpt, queue_id) in [
+        ("198.51.100.9", "carol@transit.example", "4Relay"),
+        ("198.51.100.9", "bob@example.org", "4Inbound"),
+    ] {
+        let (_, status) = Mail::from_ip(ip)
+            .sender("eve@remote.example")
+            .rcpt(rcpt)
+            .queue_id(queue_id)
+            .send_on(daemon.connect().await)
+            .await;
+        assert_eq!(status, Status::Continue);
+    }
+    // The relay event expires after a second; the next purge deletes it and truncates the WAL.
+    daemon.wait_log("purged 1 expired events from the ledger sink");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded");
+    let (_, status) = Mail::from_ip("198.51.100.9")
+        .sender("eve@remote.example")
+        .rcpt("bob@example.org")
+        .queue_id("4AfterReload")
+        .send_on(daemon.connect().await)
+        .await;
+    assert_eq!(status, Status::Continue);
+
+    let stopped = daemon.stop();
+    assert_eq!(notified(&notify), "STOPPING=1");
+    assert!(stopped.success(), "{stopped:?}\n{}", daemon.log());
+    let log = daemon.log();
+    for sign in ["not permitted", "EPERM", "os error 1)", "ERROR", "WARN"] {
+        assert!(!log.contains(sign), "{sign} in the log:\n{log}");
+    }
+
+    // The timer's purge, under its own unit's filter.
+    let purge =
+        sandboxed("packaging/privacy-milter-purge.service")(env!("CARGO_BIN_EXE_privacy-milter"))
+            .arg("--config")
+            .arg(&daemon.config_path)
+            .args(["ledger", "purge"])
+            .output()
+            .unwrap();
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    let out = daemon.ledger(&["export"]);
+    let held: Vec<&str> = ["4Outbound", "4Relay", "4Inbound", "4AfterReload"]
+        .into_iter()
+        .filter(|id| out.contains(id))
+        .collect();
+    assert_eq!(held, ["4Outbound", "4Inbound", "4AfterReload"], "{out}");
+}
