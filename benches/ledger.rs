@@ -22,7 +22,7 @@
 //! offered), so the wait is what one commit costs a message.
 //!
 //! Run: `cargo bench --bench ledger` (`-- --quick` for a short run, `-- --rounds N`,
-//! `-- --sessions N` for one level of concurrency).
+//! `-- --sessions N` for one level of concurrency, `-- --paced` for the paced table only).
 //! Under `cargo test` (which, unlike `cargo bench`, passes no `--bench`) it only checks that
 //! every variant runs, on a few events.
 
@@ -211,7 +211,9 @@ async fn main() {
         "sessions", "variant", "events/s", "p50 µs", "p99 µs", "events/s÷append", "p99÷append p99"
     );
     // `--sessions N` measures one level of concurrency only.
+    // `--paced` measures only the paced table.
     let levels = match args.iter().position(|a| a == "--sessions") {
+        _ if args.iter().any(|a| a == "--paced") => vec![],
         Some(i) => vec![args
             .get(i + 1)
             .and_then(|n| n.parse().ok())
