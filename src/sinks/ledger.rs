@@ -264,6 +264,49 @@ mod tests {
         }
     }
 
+    fn expired(queue_id: &str) -> Event {
+        let mut event = crate::event::sample(queue_id, "eve@remote.example");
+        event.retention.expires_at = "2000-01-01T00:00:00.000Z".into();
+        event
+    }
+
+    /// A reader in the middle of a transaction keeps the WAL from being truncated at the end
+    /// of a purge; the purge does not wait for it, and the next purge truncates it.
+    #[test]
+    fn purged_copies_left_by_a_busy_wal_go_at_the_next_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            path: dir.path().join("ledger.sqlite"),
+            synchronous: Synchronous::Full,
+        };
+        let mut sink = LedgerSink::open(&config).unwrap();
+        sink.write(&[
+            expired("4Expired"),
+            crate::event::sample("4Kept", "a@b.example"),
+        ])
+        .unwrap();
+        let reader = rusqlite::Connection::open(&config.path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let held: i64 = reader
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(held, 2);
+        let now = chrono::Utc::now();
+        let started = std::time::Instant::now();
+        assert_eq!(sink.purge(now, 500).unwrap(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the purge waited"
+        );
+        assert!(sink.purged_copies_in_wal, "the WAL could not be truncated");
+        assert!(wal_len(&config) > 0);
+
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(sink.purge(now, 500).unwrap(), 0);
+        assert!(!sink.purged_copies_in_wal);
+        assert_eq!(wal_len(&config), 0, "the next purge truncated the WAL");
+    }
+
     /// The writer never checkpoints on its own, yet the WAL does not grow without end: the
     /// background copies it, and the writer lets SQLite start it over.
     #[test]
