@@ -146,6 +146,21 @@ fn still_in_the_wal(done: String, command: &str) -> rusqlite::Error {
     )
 }
 
+/// Switches to WAL mode. SQLite keeps the old mode where WAL cannot work (no shared memory,
+/// as on some network file systems); the daemon's syncs rely on the WAL, so that is an error.
+fn use_wal(conn: &Connection) -> Result<()> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    Err(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+        Some(format!(
+            "SQLite cannot keep a write-ahead log here (the journal mode stays {mode}); put the ledger on a local file system"
+        )),
+    ))
+}
+
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -175,7 +190,7 @@ impl Ledger {
         }
         let conn = Connection::open(path)?;
         // WAL lets queries run beside the daemon; FULL makes every commit durable.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        use_wal(&conn)?;
         conn.pragma_update(None, "synchronous", synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // What is deleted (purged, erased) is overwritten with zeros, not left in free space.
@@ -417,6 +432,23 @@ mod tests {
             bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Without shared memory (here SQLite's `unix-none` VFS) SQLite silently keeps its
+    /// rollback journal; the ledger refuses to open rather than run without its WAL.
+    #[test]
+    fn a_file_system_without_wal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open_with_flags_and_vfs(
+            dir.path().join("ledger.sqlite"),
+            rusqlite::OpenFlags::default(),
+            "unix-none",
+        )
+        .unwrap();
+        let error = use_wal(&conn).unwrap_err().to_string();
+        assert!(error.contains("journal mode stays delete"), "{error}");
+        let ok = Connection::open(dir.path().join("other.sqlite")).unwrap();
+        use_wal(&ok).unwrap();
     }
 
     /// The WAL still holds the pages as they were before the erasure (no checkpoint has run
