@@ -29,8 +29,32 @@ fn notified(socket: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
 }
 
+/// Whether `scripts/unit-sandbox` can run here: it needs systemd-analyze and Debian's
+/// python3-seccomp. Without them the test skips, unless `PRIVACY_MILTER_E2E=require` (as
+/// `scripts/test` sets after installing them), which makes it fail.
+fn sandbox_available() -> bool {
+    let ready = Command::new("/usr/bin/python3")
+        .args(["-c", "import seccomp"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Command::new("systemd-analyze")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ready {
+        let why = "scripts/unit-sandbox needs systemd-analyze and python3-seccomp (scripts/setup-test-deps installs them)";
+        let required = std::env::var("PRIVACY_MILTER_E2E").is_ok_and(|v| v == "require");
+        assert!(!required, "{why}");
+        eprintln!("skipped: {why}; set PRIVACY_MILTER_E2E=require to fail instead");
+    }
+    ready
+}
+
 #[tokio::test]
 async fn daemon_runs_under_the_units_system_call_filter() {
+    if !sandbox_available() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
