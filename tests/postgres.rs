@@ -260,10 +260,7 @@ async fn ledger_commands_on_postgres() {
     assert_queries_find_the_three(&milter);
     let (ok, out, _) = ledger_cmd(&milter, &["export"]);
     assert!(ok);
-    let exported: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let exported = json_lines(&out);
     assert_eq!(
         exported,
         milter.events(),
@@ -334,11 +331,7 @@ async fn outage_spools_then_replays_in_order_exactly_once() {
     for n in 3..8 {
         sent.push(send(n).await);
     }
-    let spooled: Vec<Value> = std::fs::read_to_string(&spool)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let spooled = json_lines(&std::fs::read_to_string(&spool).unwrap());
     let spooled_queue_ids: Vec<&str> = spooled
         .iter()
         .map(|e| e["queue_id"].as_str().unwrap())
@@ -511,10 +504,7 @@ async fn refused_events_go_to_the_rejects_file_and_the_rest_goes_on() {
     })
     .await
     .expect("the rejects file keeps one event");
-    let kept: Vec<Value> = kept
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let kept = json_lines(&kept);
     assert_eq!(
         kept,
         [refused],

@@ -50,6 +50,17 @@ fn sandbox_available() -> bool {
     ready
 }
 
+/// A message from an external server to `rcpt`; the milter's answer at end of message.
+async fn from_outside(daemon: &Daemon, rcpt: &str, queue_id: &str) -> Status {
+    let (_, status) = Mail::from_ip("198.51.100.9")
+        .sender("eve@remote.example")
+        .rcpt(rcpt)
+        .queue_id(queue_id)
+        .send_on(daemon.connect().await)
+        .await;
+    status
+}
+
 #[tokio::test]
 async fn daemon_runs_under_the_units_system_call_filter() {
     if !sandbox_available() {
@@ -80,29 +91,22 @@ async fn daemon_runs_under_the_units_system_call_filter() {
             .any(|e| e.starts_with("+X-Originating-IP: enc:")),
         "an encrypted token: {edits:?}"
     );
-    for (ip, rcpt, queue_id) in [
-        ("198.51.100.9", "carol@transit.example", "4Relay"),
-        ("198.51.100.9", "bob@example.org", "4Inbound"),
-    ] {
-        let (_, status) = Mail::from_ip(ip)
-            .sender("eve@remote.example")
-            .rcpt(rcpt)
-            .queue_id(queue_id)
-            .send_on(daemon.connect().await)
-            .await;
-        assert_eq!(status, Status::Continue);
-    }
+    assert_eq!(
+        from_outside(&daemon, "carol@transit.example", "4Relay").await,
+        Status::Continue
+    );
+    assert_eq!(
+        from_outside(&daemon, "bob@example.org", "4Inbound").await,
+        Status::Continue
+    );
     // The relay event expires after a second; the next purge deletes it and truncates the WAL.
     daemon.wait_log("purged 1 expired events from the ledger sink");
     daemon.signal(Signal::SIGHUP);
     daemon.wait_log("configuration reloaded");
-    let (_, status) = Mail::from_ip("198.51.100.9")
-        .sender("eve@remote.example")
-        .rcpt("bob@example.org")
-        .queue_id("4AfterReload")
-        .send_on(daemon.connect().await)
-        .await;
-    assert_eq!(status, Status::Continue);
+    assert_eq!(
+        from_outside(&daemon, "bob@example.org", "4AfterReload").await,
+        Status::Continue
+    );
 
     let stopped = daemon.stop();
     assert_eq!(notified(&notify), "STOPPING=1");

@@ -24,7 +24,7 @@ use crate::{
 use std::{
     fs::File,
     io,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Condvar, Mutex,
@@ -55,6 +55,13 @@ pub struct LedgerSink {
     wal: Option<Wal>,
 }
 
+/// Where SQLite keeps the WAL of the ledger at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
 enum Wal {
     Unopened(PathBuf),
     Open(Arc<WalFile>),
@@ -79,11 +86,7 @@ impl LedgerSink {
         let ledger = Ledger::open_with(path, Synchronous::Normal).map_err(failed)?;
         ledger.disable_autocheckpoint().map_err(failed)?;
         let background = Ledger::open_with(path, Synchronous::Normal).map_err(failed)?;
-        let wal = (config.synchronous == Synchronous::Full).then(|| {
-            let mut wal = path.clone().into_os_string();
-            wal.push("-wal");
-            Wal::Unopened(wal.into())
-        });
+        let wal = (config.synchronous == Synchronous::Full).then(|| Wal::Unopened(wal_path(path)));
         Ok(Self {
             checkpointer: Checkpointer::start(background)?,
             ledger,
@@ -226,9 +229,7 @@ mod tests {
     use crate::config::Synchronous;
 
     fn wal_len(config: &LedgerConfig) -> u64 {
-        let mut wal = config.path.clone().into_os_string();
-        wal.push("-wal");
-        std::fs::metadata(wal).map_or(0, |m| m.len())
+        std::fs::metadata(wal_path(&config.path)).map_or(0, |m| m.len())
     }
 
     /// With `full`, every write hands back a flush of the WAL itself (the file SQLite
@@ -253,8 +254,7 @@ mod tests {
                 }
             }
             if let Some(Wal::Open(wal)) = &sink.wal {
-                let wal_path = format!("{}-wal", config.path.display());
-                let on_disk = std::fs::metadata(wal_path).unwrap();
+                let on_disk = std::fs::metadata(wal_path(&config.path)).unwrap();
                 let held = wal.0.metadata().unwrap();
                 assert_eq!((held.dev(), held.ino()), (on_disk.dev(), on_disk.ino()));
                 assert!(held.len() > 0, "the commits went to this file");

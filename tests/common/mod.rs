@@ -99,15 +99,7 @@ impl Milter {
 
     /// The events written so far.
     pub fn events(&self) -> Vec<Value> {
-        match std::fs::read_to_string(self.events_path()) {
-            Ok(text) => text
-                .lines()
-                .map(|l| {
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        std::fs::read_to_string(self.events_path()).map_or_else(|_| Vec::new(), |t| json_lines(&t))
     }
 
     /// Waits for at least `n` events: aborted messages are recorded without waiting.
@@ -550,4 +542,11 @@ pub async fn eventually<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     None
+}
+
+/// One JSON value per line (events in a jsonl file, a spool, `ledger export`).
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
 }
