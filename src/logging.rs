@@ -1,5 +1,6 @@
-//! Where log lines go (`[log] destination`): stderr, systemd's journal (with each event's
-//! fields as journal fields), or RFC 5424 messages on the local syslog socket.
+//! Where log lines go (`[log] destination`): stderr (with a priority on each line when stderr
+//! is systemd's journal), systemd's journal (with each event's fields as journal fields), or
+//! RFC 5424 messages on the local syslog socket.
 
 use crate::config::{Log, LogDestination};
 use std::{
@@ -16,6 +17,15 @@ use tracing_subscriber::{
 pub fn init(log: &Log) -> Result<(), String> {
     let filter = || EnvFilter::new(format!("{},indymilter=warn", log.level.as_str()));
     match log.destination {
+        // Under systemd, stderr usually is the journal: it stamps each line itself, and a
+        // `<N>` prefix gives the line its priority (sd-daemon(3)), so `journalctl -p warning`
+        // finds the warnings.
+        LogDestination::Stderr if stderr_is_the_journal() => tracing_subscriber::fmt()
+            .with_writer(JournalStderr)
+            .with_ansi(false)
+            .without_time()
+            .with_env_filter(filter())
+            .init(),
         LogDestination::Stderr => tracing_subscriber::fmt()
             .with_writer(io::stderr)
             // Colours only for a person at a terminal, never into the journal or a file.
@@ -46,6 +56,87 @@ pub fn init(log: &Log) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether stderr is the stream systemd connected to the journal: it names that stream's device
+/// and inode in `JOURNAL_STREAM` (systemd.exec(5)). A redirection by a shell keeps the variable
+/// but not the stream.
+fn stderr_is_the_journal() -> bool {
+    use std::os::{fd::AsFd, unix::fs::MetadataExt};
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(stderr).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// Log lines for the journal's stderr stream, each prefixed with its syslog priority.
+struct JournalStderr;
+
+/// One event's lines, written to stderr in one piece once formatted.
+struct JournalLine {
+    prefix: &'static str,
+    buf: Vec<u8>,
+}
+
+impl Write for JournalLine {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for JournalLine {
+    fn drop(&mut self) {
+        // Every line of a multi-line message (a configuration error) gets the prefix: the
+        // journal reads each line as an entry of its own, and an empty one as an empty entry.
+        let mut out = Vec::with_capacity(self.buf.len() + 8);
+        for line in self.buf.split_inclusive(|&b| b == b'\n') {
+            if line == b"\n" {
+                continue;
+            }
+            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend_from_slice(line);
+        }
+        // Nowhere to report a failed log write.
+        let _ = io::stderr().lock().write_all(&out);
+    }
+}
+
+impl<'a> MakeWriter<'a> for JournalStderr {
+    type Writer = JournalLine;
+
+    fn make_writer(&'a self) -> JournalLine {
+        JournalLine {
+            prefix: "<6>",
+            buf: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> JournalLine {
+        let prefix = match *meta.level() {
+            Level::ERROR => "<3>",
+            Level::WARN => "<4>",
+            Level::INFO => "<6>",
+            _ => "<7>",
+        };
+        JournalLine {
+            prefix,
+            buf: Vec::new(),
+        }
+    }
 }
 
 type SyslogLogger = Logger<LoggerBackend, Formatter5424>;

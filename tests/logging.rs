@@ -94,3 +94,68 @@ async fn journald_native_protocol() {
     assert!(entry.contains("relay"), "{entry}");
     assert!(daemon.stop().success());
 }
+
+/// The daemon with its stderr in `stderr.log` and `JOURNAL_STREAM` set as systemd sets it, to
+/// that file's device and inode, or (`matching = false`) to another stream's, as after a
+/// shell's redirection. A mail, then a reload with a broken file, then a stop; the log.
+async fn log_with_journal_stream(matching: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut daemon = Daemon::start_with("logging/stderr.toml", dir, |binary| {
+        let meta = std::fs::metadata(&log).unwrap();
+        let ino = if matching { meta.ino() } else { meta.ino() + 1 };
+        let mut command = std::process::Command::new(binary);
+        command.env("JOURNAL_STREAM", format!("{}:{ino}", meta.dev()));
+        command
+    });
+    let mail = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .queue_id("4Stream");
+    mail.send_on(daemon.connect().await).await;
+    daemon.wait_log("4Stream");
+    std::fs::write(&daemon.config_path, "socket = [").unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_log("configuration not reloaded");
+    assert!(daemon.stop().success());
+    daemon.log()
+}
+
+#[tokio::test]
+async fn stderr_into_the_journal_gives_each_line_its_priority() {
+    let log = log_with_journal_stream(true).await;
+    let lines: Vec<&str> = log.lines().collect();
+    for line in &lines {
+        // The journal stamps lines itself: no time of our own after the priority.
+        assert!(
+            line.len() > 3 && line.starts_with('<') && &line[2..3] == ">",
+            "no priority: {line:?} in\n{log}"
+        );
+        assert!(!line[3..].starts_with("20"), "a timestamp: {line:?}");
+    }
+    let line = |text: &str| {
+        *lines
+            .iter()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no {text:?} in\n{log}"))
+    };
+    assert!(line("listening on").starts_with("<6> INFO "), "{log}");
+    assert!(line("4Stream").starts_with("<6>"), "{log}");
+    // The reload error spans several lines, each an entry at priority err.
+    let error_at = lines
+        .iter()
+        .position(|l| l.contains("configuration not reloaded"))
+        .unwrap();
+    assert!(lines[error_at].starts_with("<3>ERROR "), "{log}");
+    assert!(lines.len() > error_at + 1, "{log}");
+    assert!(lines[error_at + 1].starts_with("<3>"), "{log}");
+    assert!(lines[error_at + 1].contains("privacy-milter.toml"), "{log}");
+}
+
+#[tokio::test]
+async fn stderr_redirected_elsewhere_stays_plain() {
+    let log = log_with_journal_stream(false).await;
+    let listening = log.lines().find(|l| l.contains("listening on")).unwrap();
+    assert!(listening.starts_with("20"), "a timestamp first: {log}");
+    assert!(!log.contains("<6>") && !log.contains("<3>"), "{log}");
+}
