@@ -219,8 +219,14 @@ impl Session {
                 // its record.
                 Durability::Sync => {
                     if let Err(e) = self.events.commit(event).await {
-                        error!(queue_id = %qid, "event not recorded: {e}");
-                        if config.events.on_error == OnError::Tempfail {
+                        let tempfail = config.events.on_error == OnError::Tempfail;
+                        let told = if tempfail {
+                            "the MTA is told to try again later (events.on_error = \"tempfail\")"
+                        } else {
+                            "the message is accepted without it (events.on_error = \"accept\")"
+                        };
+                        error!(queue_id = %qid, "event not recorded, {told}: {e}");
+                        if tempfail {
                             return Status::Tempfail;
                         }
                     }

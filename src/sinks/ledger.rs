@@ -48,6 +48,8 @@ pub struct LedgerSink {
     // writer's, which (the last one) checkpoints everything and removes the WAL.
     checkpointer: Checkpointer,
     ledger: Ledger,
+    /// `events.ledger.path`, for the errors.
+    path: PathBuf,
     /// Events were purged since the WAL was last truncated.
     purged_copies_in_wal: bool,
     /// With `synchronous = "full"`: the WAL, to be fsynced after each commit (opened once
@@ -68,11 +70,16 @@ enum Wal {
 }
 
 /// The WAL file, fsynced by the syncer thread: that makes every commit before durable.
-struct WalFile(File);
+struct WalFile {
+    file: File,
+    path: PathBuf,
+}
 
 impl Flush for WalFile {
     fn flush(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file
+            .sync_data()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }
 
@@ -90,6 +97,7 @@ impl LedgerSink {
         Ok(Self {
             checkpointer: Checkpointer::start(background)?,
             ledger,
+            path: path.clone(),
             purged_copies_in_wal: false,
             wal,
         })
@@ -105,7 +113,10 @@ impl LedgerSink {
                 // the sink lives (truncating keeps the same file).
                 let file = File::open(path)
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-                let wal = Arc::new(WalFile(file));
+                let wal = Arc::new(WalFile {
+                    file,
+                    path: path.clone(),
+                });
                 self.wal = Some(Wal::Open(Arc::clone(&wal)));
                 wal
             }
@@ -120,7 +131,9 @@ impl Sink for LedgerSink {
     }
 
     fn write(&mut self, batch: &[Event]) -> io::Result<Option<Arc<dyn Flush>>> {
-        self.ledger.insert(batch).map_err(io::Error::other)?;
+        self.ledger
+            .insert(batch)
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.path.display())))?;
         self.checkpointer
             .shared
             .dirty
@@ -255,7 +268,7 @@ mod tests {
             }
             if let Some(Wal::Open(wal)) = &sink.wal {
                 let on_disk = std::fs::metadata(wal_path(&config.path)).unwrap();
-                let held = wal.0.metadata().unwrap();
+                let held = wal.file.metadata().unwrap();
                 assert_eq!((held.dev(), held.ino()), (on_disk.dev(), on_disk.ino()));
                 assert!(held.len() > 0, "the commits went to this file");
             } else {
