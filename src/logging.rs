@@ -21,7 +21,7 @@ pub fn init(log: &Log) -> Result<(), String> {
         // `<N>` prefix gives the line its priority (sd-daemon(3)), so `journalctl -p warning`
         // finds the warnings.
         LogDestination::Stderr if stderr_is_the_journal() => tracing_subscriber::fmt()
-            .with_writer(JournalStderr)
+            .with_writer(Lines::new(JournalStderr))
             .with_ansi(false)
             .without_time()
             .with_env_filter(filter())
@@ -46,9 +46,9 @@ pub fn init(log: &Log) -> Result<(), String> {
                 .init()
         }
         LogDestination::Syslog => {
-            let writer = SyslogWriter::connect(log)?;
+            let syslog = Syslog::connect(log)?;
             tracing_subscriber::fmt()
-                .with_writer(writer)
+                .with_writer(Lines::new(syslog))
                 .with_ansi(false)
                 .without_time()
                 .with_env_filter(filter())
@@ -78,16 +78,23 @@ fn stderr_is_the_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
-/// Log lines for the journal's stderr stream, each prefixed with its syslog priority.
-struct JournalStderr;
+/// Hands each event's text, once formatted, in one piece to `D` (the formatter writes it in
+/// several).
+struct Lines<D>(Arc<D>);
 
-/// One event's lines, written to stderr in one piece once formatted.
-struct JournalLine {
-    prefix: &'static str,
+/// Where a formatted event goes, with its level.
+trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, level: Level, text: &[u8]);
+}
+
+/// One event's text, delivered when the formatter is done with it.
+struct Line<D: Deliver> {
+    to: Arc<D>,
+    level: Level,
     buf: Vec<u8>,
 }
 
-impl Write for JournalLine {
+impl<D: Deliver> Write for Line<D> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);
         Ok(data.len())
@@ -98,16 +105,57 @@ impl Write for JournalLine {
     }
 }
 
-impl Drop for JournalLine {
+impl<D: Deliver> Drop for Line<D> {
     fn drop(&mut self) {
+        self.to.deliver(self.level, &self.buf);
+    }
+}
+
+impl<'a, D: Deliver> MakeWriter<'a> for Lines<D> {
+    type Writer = Line<D>;
+
+    fn make_writer(&'a self) -> Line<D> {
+        self.line(Level::INFO)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<D> {
+        self.line(*meta.level())
+    }
+}
+
+impl<D: Deliver> Lines<D> {
+    fn new(to: D) -> Self {
+        Self(Arc::new(to))
+    }
+
+    fn line(&self, level: Level) -> Line<D> {
+        Line {
+            to: Arc::clone(&self.0),
+            level,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// stderr when it is the journal's stream: each line prefixed with its syslog priority.
+struct JournalStderr;
+
+impl Deliver for JournalStderr {
+    fn deliver(&self, level: Level, text: &[u8]) {
+        let prefix: &[u8] = match level {
+            Level::ERROR => b"<3>",
+            Level::WARN => b"<4>",
+            Level::INFO => b"<6>",
+            _ => b"<7>",
+        };
         // Every line of a multi-line message (a configuration error) gets the prefix: the
         // journal reads each line as an entry of its own, and an empty one as an empty entry.
-        let mut out = Vec::with_capacity(self.buf.len() + 8);
-        for line in self.buf.split_inclusive(|&b| b == b'\n') {
+        let mut out = Vec::with_capacity(text.len() + 8);
+        for line in text.split_inclusive(|&b| b == b'\n') {
             if line == b"\n" {
                 continue;
             }
-            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend_from_slice(prefix);
             out.extend_from_slice(line);
         }
         // Nowhere to report a failed log write.
@@ -115,38 +163,12 @@ impl Drop for JournalLine {
     }
 }
 
-impl<'a> MakeWriter<'a> for JournalStderr {
-    type Writer = JournalLine;
-
-    fn make_writer(&'a self) -> JournalLine {
-        JournalLine {
-            prefix: "<6>",
-            buf: Vec::new(),
-        }
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> JournalLine {
-        let prefix = match *meta.level() {
-            Level::ERROR => "<3>",
-            Level::WARN => "<4>",
-            Level::INFO => "<6>",
-            _ => "<7>",
-        };
-        JournalLine {
-            prefix,
-            buf: Vec::new(),
-        }
-    }
-}
-
 type SyslogLogger = Logger<LoggerBackend, Formatter5424>;
 
 /// Sends each formatted log line as one RFC 5424 message, facility mail.
-struct SyslogWriter {
-    logger: Arc<Mutex<SyslogLogger>>,
-}
+struct Syslog(Mutex<SyslogLogger>);
 
-impl SyslogWriter {
+impl Syslog {
     fn connect(log: &Log) -> Result<Self, String> {
         let formatter = Formatter5424 {
             facility: syslog::Facility::LOG_MAIL,
@@ -162,63 +184,21 @@ impl SyslogWriter {
                 log.syslog_socket.display()
             )
         })?;
-        Ok(Self {
-            logger: Arc::new(Mutex::new(logger)),
-        })
+        Ok(Self(Mutex::new(logger)))
     }
 }
 
-/// One log line, sent when the formatter is done with it.
-pub struct SyslogLine {
-    logger: Arc<Mutex<SyslogLogger>>,
-    level: Level,
-    buf: Vec<u8>,
-}
-
-impl Write for SyslogLine {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for SyslogLine {
-    fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.buf);
+impl Deliver for Syslog {
+    fn deliver(&self, level: Level, text: &[u8]) {
+        let text = String::from_utf8_lossy(text);
         let message = (0, Default::default(), text.trim_end().to_string());
-        let mut logger = self.logger.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logger = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // A syslog daemon that is away loses the line; the milter carries on.
-        let _ = match self.level {
+        let _ = match level {
             Level::ERROR => logger.err(message),
             Level::WARN => logger.warning(message),
             Level::INFO => logger.info(message),
             _ => logger.debug(message),
         };
-    }
-}
-
-impl<'a> MakeWriter<'a> for SyslogWriter {
-    type Writer = SyslogLine;
-
-    fn make_writer(&'a self) -> SyslogLine {
-        self.line(Level::INFO)
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> SyslogLine {
-        self.line(*meta.level())
-    }
-}
-
-impl SyslogWriter {
-    fn line(&self, level: Level) -> SyslogLine {
-        SyslogLine {
-            logger: Arc::clone(&self.logger),
-            level,
-            buf: Vec::new(),
-        }
     }
 }
