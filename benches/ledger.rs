@@ -186,8 +186,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
+fn main() {
+    // The sessions run on one thread, as in the daemon; `--multi-thread` puts them on tokio's
+    // multi-thread runtime (a worker per core) instead.
+    let mut runtime = if std::env::args().any(|a| a == "--multi-thread") {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    runtime
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(bench());
+}
+
+async fn bench() {
     let args: Vec<String> = std::env::args().collect();
     let smoke = !args.iter().any(|a| a == "--bench");
     let quick = smoke || args.iter().any(|a| a == "--quick");
