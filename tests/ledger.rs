@@ -196,3 +196,50 @@ async fn daemon_purges_a_backlog_in_steps() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("4Inbound"), "{out}");
 }
+
+/// Root running a ledger command on the daemon's ledger is sent to the daemon's user, and
+/// leaves no file of its own behind. (Root only: the ledger is handed to `nobody`.)
+#[tokio::test]
+async fn root_is_sent_to_the_ledgers_owner() {
+    use std::os::unix::fs::{chown, MetadataExt};
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut daemon = Daemon::start("ledger/owned.toml");
+    let mail = Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .queue_id("4Owned");
+    mail.send_on(daemon.connect().await).await;
+    assert!(daemon.stop().success());
+    let dir = daemon.dir.path();
+    let ledger = dir.join("ledger.sqlite");
+    assert!(
+        !dir.join("ledger.sqlite-wal").exists(),
+        "the daemon removed its WAL"
+    );
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    chown(&ledger, Some(nobody.uid.as_raw()), None).unwrap();
+
+    let (ok, _, err) = ledger_with(&daemon.config_path, &["stats"]);
+    assert!(!ok, "root was let in");
+    assert!(
+        err.contains("ledger.sqlite belongs to nobody")
+            && err.contains("runuser -u nobody -- ")
+            && err.contains(" ledger stats"),
+        "{err}"
+    );
+    for name in ["ledger.sqlite-wal", "ledger.sqlite-shm"] {
+        assert!(!dir.join(name).exists(), "{name} created by root");
+    }
+    assert_eq!(
+        std::fs::metadata(&ledger).unwrap().uid(),
+        nobody.uid.as_raw()
+    );
+
+    // Root's own ledger stays root's to query.
+    chown(&ledger, Some(0), None).unwrap();
+    let (ok, out, err) = ledger_with(&daemon.config_path, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("events: 1"), "{out}");
+}

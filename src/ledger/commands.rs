@@ -64,9 +64,38 @@ fn open(config: &Config) -> Result<Box<dyn Store>, String> {
             path.display()
         ));
     }
+    not_root_on_anothers(path)?;
     Ledger::open(path)
         .map(|l| Box::new(l) as Box<dyn Store>)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Refuses root on a ledger that belongs to another user (the daemon's). SQLite creates the
+/// `-wal` and `-shm` files with the opener's owner: root's would lock the daemon out of its own
+/// ledger once it restarts.
+fn not_root_on_anothers(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let owner = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .uid();
+    if owner == 0 {
+        return Ok(());
+    }
+    let name = nix::unistd::User::from_uid(owner.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| owner.to_string(), |user| user.name);
+    let command: Vec<String> = std::env::args().collect();
+    Err(format!(
+        "{} belongs to {name}: run the ledger commands as that user, e.g.\n    runuser -u {name} -- {}\n\
+         (as root, SQLite would create the ledger's -wal and -shm files as root, and the daemon \
+         could no longer open its ledger)",
+        path.display(),
+        command.join(" ")
+    ))
 }
 
 /// The filter for `subject` as the policy stores it, or why nothing can be held. With HMACs
