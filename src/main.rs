@@ -8,6 +8,7 @@ use privacy_milter::{
     ledger::commands::{self, Format, Subject},
     Listener, Reload, Source,
 };
+use sd_notify::NotifyState;
 use std::{path::PathBuf, process::ExitCode};
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -237,16 +238,34 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
         }
     );
 
-    // Readiness for systemd's Type=notify; does nothing without NOTIFY_SOCKET.
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // Readiness for systemd's Type=notify, and the status line `systemctl status` shows; both
+    // do nothing without NOTIFY_SOCKET.
+    let listening = format!("listening on {}", config.socket);
+    notify(&[NotifyState::Ready, NotifyState::Status(&listening)]);
 
     let (reload_tx, reload_rx) = mpsc::channel(4);
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             info!("SIGHUP: reloading the configuration");
-            if reload_tx.send(Reload::request()).await.is_err() {
+            // systemd (from v253) wants the monotonic time with RELOADING=1.
+            match NotifyState::monotonic_usec_now() {
+                Ok(now) => notify(&[NotifyState::Reloading, now]),
+                Err(_) => notify(&[NotifyState::Reloading]),
+            }
+            let (request, outcome) = Reload::with_reply();
+            if reload_tx.send(request).await.is_err() {
                 break;
             }
+            let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+            let status = match outcome.await {
+                Ok(Ok(())) => format!("{listening}; configuration reloaded at {at}"),
+                Ok(Err(e)) => format!(
+                    "{listening}; configuration not reloaded at {at}, the running one stays: {}",
+                    e.lines().next().unwrap_or_default()
+                ),
+                Err(_) => break,
+            };
+            notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
         }
     });
     let shutdown = async move {
@@ -254,7 +273,13 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
             _ = terminate.recv() => info!("SIGTERM: stopping"),
             _ = interrupt.recv() => info!("SIGINT: stopping"),
         }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     };
     privacy_milter::run(listener, config, reload_rx, shutdown).await
+}
+
+/// Tells systemd (Type=notify) about the daemon's state; a no-op without NOTIFY_SOCKET, and a
+/// notification that cannot be sent changes nothing for the mail.
+fn notify(states: &[NotifyState]) {
+    let _ = sd_notify::notify(false, states);
 }

@@ -84,6 +84,53 @@ async fn sighup_reloads_and_broken_file_keeps_running_config() {
     assert_eq!(edits(&actions), ["+X-Relayed: relay"]);
 }
 
+/// Type=notify: readiness, reloads (each ending in READY=1, with a status line saying how it
+/// went) and the stop, as systemd reads them from NOTIFY_SOCKET.
+#[tokio::test]
+async fn tells_systemd_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut daemon = Daemon::start_with("daemon/privacy-milter.toml", dir, |binary| {
+        let mut command = std::process::Command::new(binary);
+        command.env("NOTIFY_SOCKET", &path);
+        command
+    });
+    let listening = format!("listening on unix:{}", daemon.socket().display());
+    assert_eq!(notified(&socket), format!("READY=1\nSTATUS={listening}"));
+
+    daemon.signal(Signal::SIGHUP);
+    let reloading = notified(&socket);
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|n| n > 0), "{reloading:?}");
+    let ready = notified(&socket);
+    assert!(
+        ready.starts_with(&format!(
+            "READY=1\nSTATUS={listening}; configuration reloaded at 20"
+        )),
+        "{ready:?}"
+    );
+
+    std::fs::write(&daemon.config_path, "socket = [").unwrap();
+    daemon.signal(Signal::SIGHUP);
+    assert!(notified(&socket).starts_with("RELOADING=1\n"));
+    let ready = notified(&socket);
+    assert!(
+        ready.starts_with(&format!(
+            "READY=1\nSTATUS={listening}; configuration not reloaded at 20"
+        )) && ready.ends_with(&format!(
+            ", the running one stays: {}: TOML parse error at line 1, column 11",
+            daemon.config_path.display()
+        )),
+        "{ready:?}"
+    );
+
+    assert!(daemon.stop().success());
+    assert_eq!(notified(&socket), "STOPPING=1\nSTATUS=stopping");
+}
+
 #[tokio::test]
 async fn sigterm_lets_open_sessions_finish() {
     let mut daemon = Daemon::start("daemon/privacy-milter.toml");

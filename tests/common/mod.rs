@@ -413,6 +413,17 @@ pub fn actions_of(event: &Value) -> Vec<String> {
         .collect()
 }
 
+/// What systemd would read from the notify socket (Type=notify): one datagram, within ten
+/// seconds.
+pub fn notified(socket: &std::os::unix::net::UnixDatagram) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0; 512];
+    let n = socket.recv(&mut buf).expect("a notification");
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+}
+
 /// The real `privacy-milter` binary, started with a test case's configuration (which must
 /// listen on `unix:@DIR@/milter.sock`), its log written to `@DIR@/stderr.log`.
 pub struct Daemon {
