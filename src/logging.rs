@@ -58,6 +58,17 @@ pub fn init(log: &Log) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes a command's error to stderr as `privacy-milter: MESSAGE`. When stderr is the journal
+/// (a unit's ExecStart), every line of it is at priority err, like the daemon's own errors.
+pub fn report_error(message: &str) {
+    let text = format!("privacy-milter: {message}\n");
+    if stderr_is_the_journal() {
+        JournalStderr.deliver(Level::ERROR, text.as_bytes());
+    } else {
+        eprint!("{text}");
+    }
+}
+
 /// Whether stderr is the stream systemd connected to the journal: it names that stream's device
 /// and inode in `JOURNAL_STREAM` (systemd.exec(5)). A redirection by a shell keeps the variable
 /// but not the stream.

@@ -6,7 +6,7 @@ use privacy_milter::{
     config::{self, LogOverride, Overrides},
     keys,
     ledger::commands::{self, Format, Subject},
-    Listener, Reload, Source,
+    logging, Listener, Reload, Source,
 };
 use sd_notify::NotifyState;
 use std::{path::PathBuf, process::ExitCode};
@@ -132,7 +132,7 @@ fn main() -> ExitCode {
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("privacy-milter: configuration error\n{e}");
+            logging::report_error(&format!("configuration error\n{e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -147,7 +147,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("privacy-milter: {e}");
+                logging::report_error(&e);
                 ExitCode::FAILURE
             }
         },
@@ -163,14 +163,14 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("privacy-milter: {e}");
+                    logging::report_error(&e);
                     ExitCode::FAILURE
                 }
             }
         }
         Command::Run => {
-            if let Err(e) = privacy_milter::logging::init(&config.log) {
-                eprintln!("privacy-milter: {e}");
+            if let Err(e) = logging::init(&config.log) {
+                logging::report_error(&e);
                 return ExitCode::FAILURE;
             }
             // One thread for every milter session: a session is a few microseconds of work

@@ -159,3 +159,40 @@ async fn stderr_redirected_elsewhere_stays_plain() {
     assert!(listening.starts_with("20"), "a timestamp first: {log}");
     assert!(!log.contains("<6>") && !log.contains("<3>"), "{log}");
 }
+
+/// A command's error (here: a configuration that does not load) written to the journal's
+/// stream: every line at priority err, so that `journalctl -p err` shows why a unit failed.
+#[test]
+fn command_errors_into_the_journal_are_at_priority_err() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broken.toml");
+    std::fs::write(&config, "[networks]\ntrusted = [\"10.0.0.0/33\"]\n").unwrap();
+    let run = |journal: bool| {
+        let path = dir.path().join(format!("stderr-{journal}.log"));
+        let stderr = std::fs::File::create(&path).unwrap();
+        let meta = stderr.metadata().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"));
+        command.arg("--config").arg(&config).arg("check-config");
+        if journal {
+            command.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let status = command.stderr(stderr).status().unwrap();
+        assert_eq!(status.code(), Some(1));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let plain = run(false);
+    assert!(
+        plain.starts_with("privacy-milter: configuration error\n"),
+        "{plain}"
+    );
+    assert!(plain.contains("networks.trusted[0]"), "{plain}");
+    let journal = run(true);
+    assert!(journal.lines().count() > 1, "{journal}");
+    for line in journal.lines() {
+        assert!(line.starts_with("<3>"), "{line:?} in\n{journal}");
+    }
+    let stripped: Vec<&str> = journal.lines().map(|l| &l[3..]).collect();
+    let expected: Vec<&str> = plain.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(stripped, expected, "the same text, prefixed");
+}
