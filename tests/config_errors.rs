@@ -44,6 +44,11 @@ fn shipped_config_passes() {
         stdout.contains("sinks ledger (/var/lib/privacy-milter/ledger.sqlite)"),
         "{stdout}"
     );
+    // And the answer waits for the event (the shipped default).
+    assert!(
+        stdout.contains(", durability sync, on error accept"),
+        "{stdout}"
+    );
 }
 
 #[test]

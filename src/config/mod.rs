@@ -419,7 +419,7 @@ impl Config {
              local domains: {domains} (plus mailers {mailers})\n\
              rule originating_ip: {oip_on}, header {oip_h}, mode {oip_mode}, skipping {skip}\n\
              rule transit_tag: {tt_on}, header {tt_h}\n\
-             events: {ev_on}, sinks {sinks}, on error {on_error}\n\
+             events: {ev_on}, sinks {sinks}, durability {durability}, on error {on_error}\n\
              privacy: ip {ip}, address {addr}\n\
              retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}",
             socket = self.socket,
@@ -436,6 +436,7 @@ impl Config {
             tt_h = tt.header.as_str(),
             ev_on = on(self.events.enabled),
             sinks = sinks.join(", "),
+            durability = name(&self.events.durability),
             on_error = name(&self.events.on_error),
             ip = name(&self.privacy.ip),
             addr = name(&self.privacy.address),
