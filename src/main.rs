@@ -243,6 +243,20 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
     let listening = format!("listening on {}", config.socket);
     notify(&[NotifyState::Ready, NotifyState::Status(&listening)]);
 
+    // WatchdogSec= in the unit: systemd restarts the daemon when the thread that runs every
+    // milter session stops answering. The pings run on that thread, at half the period
+    // (sd_watchdog_enabled(3)).
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_micros(usec / 2));
+        tokio::spawn(async move {
+            loop {
+                ticks.tick().await;
+                notify(&[NotifyState::Watchdog]);
+            }
+        });
+    }
+
     let (reload_tx, reload_rx) = mpsc::channel(4);
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {

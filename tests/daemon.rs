@@ -131,6 +131,33 @@ async fn tells_systemd_its_state() {
     assert_eq!(notified(&socket), "STOPPING=1\nSTATUS=stopping");
 }
 
+/// WatchdogSec=: systemd names the period and the process it watches (WATCHDOG_USEC,
+/// WATCHDOG_PID); the daemon pings at half the period, and only then.
+#[tokio::test]
+async fn pings_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut daemon = Daemon::start_with("daemon/privacy-milter.toml", dir, |binary| {
+        // The shell's pid is the daemon's once it execs.
+        let mut command = std::process::Command::new("sh");
+        command
+            .args(["-c", r#"WATCHDOG_PID=$$ exec "$0" "$@""#, binary])
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "200000");
+        command
+    });
+    assert!(notified(&socket).starts_with("READY=1\n"));
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(notified(&socket), "WATCHDOG=1");
+    }
+    // 100 ms apart (the first at once): never sooner, whatever the load.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(350), "{took:?}");
+    assert!(daemon.stop().success());
+}
+
 #[tokio::test]
 async fn sigterm_lets_open_sessions_finish() {
     let mut daemon = Daemon::start("daemon/privacy-milter.toml");
