@@ -89,8 +89,7 @@ async fn sighup_reloads_and_broken_file_keeps_running_config() {
 #[tokio::test]
 async fn tells_systemd_its_state() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let (path, socket) = notify_socket(dir.path());
     let mut daemon = Daemon::start_with("daemon/privacy-milter.toml", dir, |binary| {
         let mut command = std::process::Command::new(binary);
         command.env("NOTIFY_SOCKET", &path);
@@ -136,8 +135,7 @@ async fn tells_systemd_its_state() {
 #[tokio::test]
 async fn pings_the_watchdog() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let (path, socket) = notify_socket(dir.path());
     let mut daemon = Daemon::start_with("daemon/privacy-milter.toml", dir, |binary| {
         // The shell's pid is the daemon's once it execs.
         let mut command = std::process::Command::new("sh");

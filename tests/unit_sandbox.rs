@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use indymilter_test::Status;
 use nix::sys::signal::Signal;
-use std::{os::unix::net::UnixDatagram, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
 fn sandboxed(unit: &str) -> impl FnOnce(&str) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -57,8 +57,7 @@ async fn daemon_runs_under_the_units_system_call_filter() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let (notify_path, notify) = notify_socket(dir.path());
     let unit = "packaging/privacy-milter.service";
     let mut daemon = Daemon::start_with("unit_sandbox/privacy-milter.toml", dir, |binary| {
         let mut command = sandboxed(unit)(binary);

@@ -413,6 +413,14 @@ pub fn actions_of(event: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A stand-in for systemd's notification socket in `dir`: the path to give the daemon as
+/// NOTIFY_SOCKET, and the socket to read with `notified`.
+pub fn notify_socket(dir: &Path) -> (PathBuf, std::os::unix::net::UnixDatagram) {
+    let path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    (path, socket)
+}
+
 /// What systemd would read from the notify socket (Type=notify): one datagram, within ten
 /// seconds.
 pub fn notified(socket: &std::os::unix::net::UnixDatagram) -> String {
