@@ -173,3 +173,41 @@ fn missing_file_and_missing_group() {
         &["socket_group", "no-such-group-here", "does not exist"],
     );
 }
+
+#[test]
+fn unknown_value_lists_the_known_ones() {
+    let output = check(&case("bad_value.toml"), &[]);
+    assert_error(
+        &output,
+        &[
+            "bad_value.toml: key events.durability: unknown value \"eventually\"; \
+             expected one of: sync, async",
+        ],
+    );
+}
+
+#[test]
+fn command_line_option_is_named() {
+    let shipped = format!("{}/conf/privacy-milter.toml", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .args([
+            "--config",
+            &shipped,
+            "--socket",
+            "8894@127.0.0.1",
+            "check-config",
+        ])
+        .env("PRIVACY_MILTER_SOCKET_GROUP", "")
+        .output()
+        .unwrap();
+    assert_error(
+        &output,
+        &["command line (--socket): key socket: invalid socket \"8894@127.0.0.1\""],
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .args(["--config", &shipped, "--log-level", "loud", "check-config"])
+        .env("PRIVACY_MILTER_SOCKET_GROUP", "")
+        .output()
+        .unwrap();
+    assert_error(&output, &["command line (--log-level): key log.level"]);
+}

@@ -9,7 +9,8 @@ pub use values::{in_networks, Domain, FileMode, HeaderName, Network, Period, Soc
 
 use figment::{
     providers::{Env, Format, Serialized, Toml},
-    Figment,
+    value::{Dict, Map},
+    Figment, Metadata, Profile, Provider,
 };
 use serde::Serialize;
 use std::{collections::HashSet, fmt, fs, path::PathBuf};
@@ -50,6 +51,23 @@ pub struct LogOverride {
     pub level: String,
 }
 
+/// The command line's settings as a configuration source, named as such in errors (figment
+/// would name them after their Rust type).
+struct CommandLine<'a>(&'a Overrides);
+
+/// The name errors give the command line.
+const COMMAND_LINE: &str = "command line";
+
+impl Provider for CommandLine<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(COMMAND_LINE)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(self.0).data()
+    }
+}
+
 /// Where a configuration comes from, kept so that SIGHUP can load it again the same way.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -85,7 +103,7 @@ impl Source {
                     })
                     .split("__"),
             )
-            .merge(Serialized::defaults(&self.overrides));
+            .merge(CommandLine(&self.overrides));
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::from_figment(&file, e))?;
@@ -286,6 +304,10 @@ fn describe_source(md: &figment::Metadata, key: &str) -> String {
             "environment variable PRIVACY_MILTER_{}",
             key.to_ascii_uppercase().replace('.', "__")
         ),
+        // The options are named after their keys: socket, dry_run, log.level.
+        _ if md.name == COMMAND_LINE => {
+            format!("command line (--{})", key.replace(['.', '_'], "-"))
+        }
         _ => md.name.to_string(),
     }
 }
@@ -325,6 +347,12 @@ impl ConfigError {
                             path.push(field.clone());
                         }
                         format!("unknown key; expected one of: {}", expected.join(", "))
+                    }
+                    figment::error::Kind::UnknownVariant(found, expected) => {
+                        format!(
+                            "unknown value {found:?}; expected one of: {}",
+                            expected.join(", ")
+                        )
                     }
                     kind => kind.to_string(),
                 };
