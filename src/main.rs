@@ -11,7 +11,7 @@ use privacy_milter::{
 use sd_notify::NotifyState;
 use std::{path::PathBuf, process::ExitCode};
 use tokio::{
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
 };
 use tracing::{error, info};
@@ -222,7 +222,7 @@ fn ledger(config: &privacy_milter::Config, command: LedgerCommand) -> Result<Str
 }
 
 async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
+    let hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
 
@@ -243,45 +243,11 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
     let listening = format!("listening on {}", config.socket);
     notify(&[NotifyState::Ready, NotifyState::Status(&listening)]);
 
-    // WatchdogSec= in the unit: systemd restarts the daemon when the thread that runs every
-    // milter session stops answering. The pings run on that thread, at half the period
-    // (sd_watchdog_enabled(3)).
-    let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_micros(usec / 2));
-        tokio::spawn(async move {
-            loop {
-                ticks.tick().await;
-                notify(&[NotifyState::Watchdog]);
-            }
-        });
+    if let Some(period) = watchdog_period() {
+        tokio::spawn(ping_watchdog(period));
     }
-
     let (reload_tx, reload_rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            info!("SIGHUP: reloading the configuration");
-            // systemd (from v253) wants the monotonic time with RELOADING=1.
-            match NotifyState::monotonic_usec_now() {
-                Ok(now) => notify(&[NotifyState::Reloading, now]),
-                Err(_) => notify(&[NotifyState::Reloading]),
-            }
-            let (request, outcome) = Reload::with_reply();
-            if reload_tx.send(request).await.is_err() {
-                break;
-            }
-            let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
-            let status = match outcome.await {
-                Ok(Ok(())) => format!("{listening}; configuration reloaded at {at}"),
-                Ok(Err(e)) => format!(
-                    "{listening}; configuration not reloaded at {at}, the running one stays: {}",
-                    e.lines().next().unwrap_or_default()
-                ),
-                Err(_) => break,
-            };
-            notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-        }
-    });
+    tokio::spawn(reload_on_sighup(hangup, reload_tx, listening));
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => info!("SIGTERM: stopping"),
@@ -290,6 +256,52 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
         notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     };
     privacy_milter::run(listener, config, reload_rx, shutdown).await
+}
+
+/// With WatchdogSec= in the unit, how often to ping: half the period (sd_watchdog_enabled(3)).
+fn watchdog_period() -> Option<std::time::Duration> {
+    let mut usec = 0;
+    sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| std::time::Duration::from_micros(usec / 2))
+}
+
+/// systemd restarts the daemon when the thread that runs every milter session stops answering:
+/// the pings run on that thread.
+async fn ping_watchdog(period: std::time::Duration) {
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        notify(&[NotifyState::Watchdog]);
+    }
+}
+
+/// Turns each SIGHUP into a reload, framed for systemd by RELOADING=1 and READY=1 with a
+/// status line that says how it went (`listening` is the status line's start).
+async fn reload_on_sighup(mut hangup: Signal, reloads: mpsc::Sender<Reload>, listening: String) {
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: reloading the configuration");
+        // systemd (from v253) wants the monotonic time with RELOADING=1.
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[NotifyState::Reloading, now]),
+            Err(_) => notify(&[NotifyState::Reloading]),
+        }
+        let (request, outcome) = Reload::with_reply();
+        if reloads.send(request).await.is_err() {
+            break;
+        }
+        let outcome = outcome.await;
+        let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+        let status = match outcome {
+            Ok(Ok(())) => format!("{listening}; configuration reloaded at {at}"),
+            Ok(Err(e)) => format!(
+                "{listening}; configuration not reloaded at {at}, the running one stays: {}",
+                e.lines().next().unwrap_or_default()
+            ),
+            // The daemon is stopping.
+            Err(_) => break,
+        };
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    }
 }
 
 /// Tells systemd (Type=notify) about the daemon's state; a no-op without NOTIFY_SOCKET, and a
