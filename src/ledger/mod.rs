@@ -88,6 +88,13 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX recipients_domain ON recipients (domain);
 "];
 
+/// At most ?2 events expired by ?1, the oldest expiry first.
+const PURGE_SQL: &str = "DELETE FROM events WHERE id IN
+    (SELECT id FROM events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
+
+/// The events with ?1 <= time < ?2, oldest first.
+const EXPORT_SQL: &str = "SELECT body FROM events WHERE time >= ?1 AND time < ?2 ORDER BY time, id";
+
 /// Most events deleted in one purge transaction.
 pub const PURGE_CHUNK: usize = 500;
 
@@ -311,11 +318,8 @@ impl Ledger {
     /// returns how many. The daemon purges in such steps so that a large backlog never
     /// holds up the events of messages waiting for their answer.
     pub fn purge_some(&mut self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
-        self.conn.execute(
-            "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
-            params![stamp(now), limit as i64],
-        )
+        self.conn
+            .execute(PURGE_SQL, params![stamp(now), limit as i64])
     }
 
     /// A subquery for the ids of the matching events, and its parameters.
@@ -340,10 +344,20 @@ impl Ledger {
         (template.replace('#', &marks), values.as_slice())
     }
 
-    /// The events matching `filter`, oldest first.
-    pub fn find(&self, filter: &Filter) -> Result<Vec<Event>> {
+    fn find_sql(filter: &Filter) -> (String, &[String]) {
         let (ids, values) = Self::matching_ids_sql(filter);
         let sql = format!("SELECT body FROM events WHERE id IN ({ids}) ORDER BY time, id");
+        (sql, values)
+    }
+
+    fn erase_sql(filter: &Filter) -> (String, &[String]) {
+        let (ids, values) = Self::matching_ids_sql(filter);
+        (format!("DELETE FROM events WHERE id IN ({ids})"), values)
+    }
+
+    /// The events matching `filter`, oldest first.
+    pub fn find(&self, filter: &Filter) -> Result<Vec<Event>> {
+        let (sql, values) = Self::find_sql(filter);
         self.bodies(&sql, rusqlite::params_from_iter(values))
     }
 
@@ -352,11 +366,10 @@ impl Ledger {
     /// Erasure means the bytes go too: deleted rows are zeroed (`secure_delete`), and the WAL,
     /// which still holds the pages as they were, is copied into the database and truncated.
     pub fn erase(&mut self, filter: &Filter) -> Result<usize> {
-        let (ids, values) = Self::matching_ids_sql(filter);
-        let erased = self.conn.execute(
-            &format!("DELETE FROM events WHERE id IN ({ids})"),
-            rusqlite::params_from_iter(values),
-        )?;
+        let (sql, values) = Self::erase_sql(filter);
+        let erased = self
+            .conn
+            .execute(&sql, rusqlite::params_from_iter(values))?;
         // Waits (busy timeout) for the daemon's commit in progress, if any.
         if !self.truncate_wal()? {
             return Err(still_in_the_wal(format!("erased {erased} events"), "erase"));
@@ -372,10 +385,7 @@ impl Ledger {
     ) -> Result<Vec<Event>> {
         let since = since.map(stamp).unwrap_or_default();
         let until = until.map(stamp).unwrap_or_else(|| "~".into());
-        self.bodies(
-            "SELECT body FROM events WHERE time >= ?1 AND time < ?2 ORDER BY time, id",
-            params![since, until],
-        )
+        self.bodies(EXPORT_SQL, params![since, until])
     }
 
     fn bodies(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Event>> {
@@ -432,6 +442,44 @@ mod tests {
             bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Every lookup of a person's data, every purge and export finds its rows through an index:
+    /// the ledger may hold months of mail. (Only `stats` counts the whole table.)
+    #[test]
+    fn every_lookup_uses_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let two = vec!["a".to_string(), "b".to_string()];
+        let filters = [
+            Filter::Ip(two.clone()),
+            Filter::Address(two.clone()),
+            Filter::Domain(two),
+        ];
+        let mut statements: Vec<String> = vec![PURGE_SQL.into(), EXPORT_SQL.into()];
+        for filter in &filters {
+            statements.push(Ledger::find_sql(filter).0);
+            statements.push(Ledger::erase_sql(filter).0);
+        }
+        for sql in statements {
+            let mut stmt = ledger
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(
+                    rusqlite::params_from_iter(std::iter::repeat_n("x", stmt.parameter_count())),
+                    |r| r.get(3),
+                )
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|step| step.starts_with("SEARCH"))
+                    && !plan.iter().any(|step| step.starts_with("SCAN")),
+                "{sql}\n{plan:#?}"
+            );
+        }
     }
 
     /// Without shared memory (here SQLite's `unix-none` VFS) SQLite silently keeps its
