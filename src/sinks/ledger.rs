@@ -241,6 +241,14 @@ mod tests {
     use super::*;
     use crate::config::Synchronous;
 
+    /// A ledger named `name` in `dir`.
+    fn config_in(dir: &Path, name: &str, synchronous: Synchronous) -> LedgerConfig {
+        LedgerConfig {
+            path: dir.join(name),
+            synchronous,
+        }
+    }
+
     fn wal_len(config: &LedgerConfig) -> u64 {
         std::fs::metadata(wal_path(&config.path)).map_or(0, |m| m.len())
     }
@@ -252,10 +260,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         for (synchronous, flushed) in [(Synchronous::Full, true), (Synchronous::Normal, false)] {
-            let config = LedgerConfig {
-                path: dir.path().join(format!("{synchronous:?}.sqlite")),
-                synchronous,
-            };
+            let config = config_in(dir.path(), &format!("{synchronous:?}.sqlite"), synchronous);
             let mut sink = LedgerSink::open(&config).unwrap();
             for n in 0..2 {
                 let flush = sink
@@ -288,10 +293,7 @@ mod tests {
     #[test]
     fn purged_copies_left_by_a_busy_wal_go_at_the_next_purge() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            path: dir.path().join("ledger.sqlite"),
-            synchronous: Synchronous::Full,
-        };
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
         let mut sink = LedgerSink::open(&config).unwrap();
         sink.write(&[
             expired("4Expired"),
@@ -325,10 +327,7 @@ mod tests {
     #[test]
     fn wal_is_started_over_while_events_keep_coming() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            path: dir.path().join("ledger.sqlite"),
-            synchronous: Synchronous::Normal,
-        };
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Normal);
         let mut sink = LedgerSink::open(&config).unwrap();
         // One event per commit, back to back: about ten WAL pages each, so 6000 commits would
         // make a WAL of some 300 MB if it were never started over.

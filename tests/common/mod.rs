@@ -413,6 +413,18 @@ pub fn actions_of(event: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether a test that needs something this machine may lack (`ready`) can run. Without it
+/// the test says why and skips, unless `PRIVACY_MILTER_E2E=require` (as `scripts/test` sets),
+/// which makes it fail.
+pub fn can_run(ready: bool, why: &str) -> bool {
+    if !ready {
+        let required = std::env::var("PRIVACY_MILTER_E2E").is_ok_and(|v| v == "require");
+        assert!(!required, "{why}, and PRIVACY_MILTER_E2E=require");
+        eprintln!("skipped: {why}; set PRIVACY_MILTER_E2E=require to fail instead");
+    }
+    ready
+}
+
 /// A stand-in for systemd's notification socket in `dir`: the path to give the daemon as
 /// NOTIFY_SOCKET, and the socket to read with `notified`.
 pub fn notify_socket(dir: &Path) -> (PathBuf, std::os::unix::net::UnixDatagram) {
