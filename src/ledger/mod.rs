@@ -223,7 +223,15 @@ impl Ledger {
 
     /// Stores a batch in one transaction; an event already stored (same id) is left as is.
     pub fn insert(&mut self, events: &[Event]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        self.insert_then(events, || ())
+    }
+
+    /// [`Ledger::insert`], calling `locked` before the commit, while this connection holds
+    /// SQLite's write lock: no other connection appends to the WAL meanwhile.
+    pub fn insert_then(&mut self, events: &[Event], locked: impl FnOnce()) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut event_stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (id, time, expires_at, class, direction, outcome, host,
@@ -260,7 +268,25 @@ impl Ledger {
                 }
             }
         }
+        locked();
         tx.commit()
+    }
+
+    /// Calls `locked` while this connection holds SQLite's write lock (an empty write
+    /// transaction).
+    pub fn with_write_lock<T>(&mut self, locked: impl FnOnce() -> T) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = locked();
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The size of the database's pages, and of the WAL's frames less their header.
+    pub fn page_size(&self) -> Result<u64> {
+        self.conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
     }
 
     /// Leaves checkpoints to [`Ledger::checkpoint`] calls: no commit then pays for one.
