@@ -389,6 +389,11 @@ mod tests {
         dir
     }
 
+    /// How many events the ledger at `path` holds, through a connection of its own.
+    fn events_in(path: &Path) -> u64 {
+        Ledger::open(path).unwrap().stats().unwrap().total
+    }
+
     fn event(n: usize) -> Event {
         crate::event::sample(&format!("4R{n:04}"), "a@remote.example")
     }
@@ -419,17 +424,11 @@ mod tests {
             std::fs::copy(dir.path().join(&name), crashed.join(&name)).unwrap();
         }
         assert_eq!(
-            Ledger::open(&crashed.join("ledger.sqlite"))
-                .unwrap()
-                .stats()
-                .unwrap()
-                .total,
+            events_in(&crashed.join("ledger.sqlite")),
             20,
             "recovered from the WAL alone"
         );
-        let reader = Ledger::open(&config.path).unwrap();
-        assert_eq!(reader.stats().unwrap().total, 20);
-        drop(reader);
+        assert_eq!(events_in(&config.path), 20);
         drop(sink);
         assert!(
             !wal_path(&config.path).exists(),
@@ -440,10 +439,7 @@ mod tests {
         assert_eq!(wal_len(&config), working_size);
         sink.write(&[event(21)]).unwrap().unwrap().flush().unwrap();
         drop(sink);
-        assert_eq!(
-            Ledger::open(&config.path).unwrap().stats().unwrap().total,
-            21
-        );
+        assert_eq!(events_in(&config.path), 21);
     }
 
     /// A runway that cannot be written (here: the WAL open read-only) is given up, with a
@@ -466,10 +462,7 @@ mod tests {
         let after = wal_len(&config);
         assert!(after > 0 && after < 1 << 20, "{after}");
         drop(sink);
-        assert_eq!(
-            Ledger::open(&config.path).unwrap().stats().unwrap().total,
-            1
-        );
+        assert_eq!(events_in(&config.path), 1);
     }
 
     /// Filled only where at least the working size stays free.
@@ -579,7 +572,6 @@ mod tests {
             "checkpoints copied events into the database file"
         );
         drop(sink);
-        let ledger = Ledger::open(&config.path).unwrap();
-        assert_eq!(ledger.stats().unwrap().total, 6000);
+        assert_eq!(events_in(&config.path), 6000);
     }
 }
