@@ -45,10 +45,7 @@ async fn send(daemon: &Daemon, n: usize) -> Status {
 
 #[tokio::test]
 async fn a_full_disk_tempfails_and_loses_nothing() {
-    if !can_run(
-        nix::unistd::Uid::effective().is_root(),
-        "mounting a tmpfs needs root",
-    ) {
+    if !can_run_as_root("mounting a tmpfs needs root") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -202,10 +202,7 @@ async fn daemon_purges_a_backlog_in_steps() {
 #[tokio::test]
 async fn root_is_sent_to_the_ledgers_owner() {
     use std::os::unix::fs::{chown, MetadataExt};
-    if !can_run(
-        nix::unistd::Uid::effective().is_root(),
-        "handing a file to nobody needs root",
-    ) {
+    if !can_run_as_root("handing a file to nobody needs root") {
         return;
     }
     let mut daemon = Daemon::start("ledger/owned.toml");

@@ -425,6 +425,11 @@ pub fn can_run(ready: bool, why: &str) -> bool {
     ready
 }
 
+/// [`can_run`] for a test that needs root (`why` says what for).
+pub fn can_run_as_root(why: &str) -> bool {
+    can_run(nix::unistd::Uid::effective().is_root(), why)
+}
+
 /// A stand-in for systemd's notification socket in `dir`: the path to give the daemon as
 /// NOTIFY_SOCKET, and the socket to read with `notified`.
 pub fn notify_socket(dir: &Path) -> (PathBuf, std::os::unix::net::UnixDatagram) {
