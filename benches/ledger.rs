@@ -27,11 +27,11 @@
 //! every variant runs, on a few events.
 
 use privacy_milter::{
-    classify::Direction,
-    config::{Config, Durability, SinkKind, Synchronous},
-    event::{Client, Event, Outcome, RecipientView, Retention},
-    privacy::AddressView,
-    sinks::EventWriter,
+    internals::{
+        AddressView, Client, Direction, Durability, Event, EventWriter, Outcome, RecipientView,
+        Retention, Settings, SinkKind, Synchronous,
+    },
+    Config,
 };
 use std::{
     path::Path,
@@ -40,7 +40,7 @@ use std::{
 
 fn event(n: u64) -> Event {
     Event {
-        schema: privacy_milter::event::SCHEMA.into(),
+        schema: privacy_milter::internals::SCHEMA.into(),
         id: uuid::Uuid::now_v7(),
         time: "2026-11-26T18:00:00.123Z".into(),
         host: "mx1.example.org".into(),
@@ -103,7 +103,7 @@ impl Variant {
     }
 
     fn writer(self, dir: &Path) -> EventWriter {
-        let mut config = Config::default();
+        let mut config = Settings::default();
         config.events.sinks = match self {
             Variant::Handoff => Vec::new(),
             Variant::Append => vec![SinkKind::Jsonl],
@@ -122,6 +122,7 @@ impl Variant {
         } else {
             Durability::Sync
         };
+        let config = Config::resolve(config).expect("a valid configuration");
         EventWriter::start(&config).expect("writer starts")
     }
 }

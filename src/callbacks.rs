@@ -1,24 +1,21 @@
 //! Thin adapters from indymilter's callbacks to the session: copy the arguments and the
 //! macros we asked for, call the session, return its status. No decisions are made here.
 
-use crate::{
-    session::{Macros, Negotiated, Session},
-    Shared,
-};
+use crate::session::{Macros, Negotiated, Session, Sessions};
 use indymilter::{Actions, Callbacks, MacroStage, ProtoOpts, SocketInfo, Status};
 use std::{collections::HashMap, ffi::CStr, sync::Arc};
 use tracing::warn;
 
-pub fn build(shared: Arc<Shared>) -> Callbacks<Session> {
+pub fn build(sessions: Arc<Sessions>) -> Callbacks<Session> {
     Callbacks::new()
         .on_negotiate(move |cx, mta_actions, mta_opts| {
-            let shared = Arc::clone(&shared);
+            let sessions = Arc::clone(&sessions);
             Box::pin(async move {
                 let (actions, opts, negotiated) = negotiate(mta_actions, mta_opts);
                 cx.requested_actions = actions;
                 cx.requested_opts = opts;
                 cx.requested_macros = requested_macros();
-                cx.data = Some(shared.new_session(negotiated));
+                cx.data = Some(sessions.start(negotiated));
                 Status::Continue
             })
         })

@@ -98,21 +98,20 @@ pub fn classify(conn: &ConnectionFacts, msg: &MessageFacts, config: &Config) -> 
 mod tests {
     use super::*;
     use crate::{
-        config::{Domain, Network},
+        config::{Domain, Network, Settings},
         facts::Recipient,
     };
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.local_domains.insert("example.org".into());
-        c.domains.local = vec![Domain::try_from("example.org".to_string()).unwrap()];
-        c.networks
+        let mut s = Settings::default();
+        s.domains.local = vec![Domain::try_from("example.org".to_string()).unwrap()];
+        s.networks
             .trusted
             .push(Network::try_from("10.0.0.0/8".to_string()).unwrap());
-        c.networks
+        s.networks
             .webmail
             .push(Network::try_from("10.9.9.9".to_string()).unwrap());
-        c
+        Config::resolve(s).unwrap()
     }
 
     fn msg(auth: bool, rcpts: &[(&str, Option<&str>)]) -> MessageFacts {

@@ -14,6 +14,12 @@ use uuid::Uuid;
 
 pub const SCHEMA: &str = "privacy-milter.message.v1";
 
+/// A time as events write it: RFC 3339 in UTC, to the millisecond (`2026-11-26T18:00:00.123Z`).
+/// Such strings sort in time order, which the SQLite ledger's indexes rely on.
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -22,6 +28,19 @@ pub enum Outcome {
     Tempfailed,
     Discarded,
     Aborted,
+}
+
+impl Outcome {
+    /// The outcome's name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+            Self::Tempfailed => "tempfailed",
+            Self::Discarded => "discarded",
+            Self::Aborted => "aborted",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,7 +135,7 @@ impl Event {
         Event {
             schema: SCHEMA.to_string(),
             id: Uuid::now_v7(),
-            time: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+            time: stamp(now),
             host: host.to_string(),
             queue_id: msg.queue_id.clone(),
             outcome,
@@ -134,7 +153,7 @@ impl Event {
             dry_run: config.dry_run,
             retention: Retention {
                 class: retention_class.to_string(),
-                expires_at: expires.to_rfc3339_opts(SecondsFormat::Millis, true),
+                expires_at: stamp(expires),
             },
         }
     }
@@ -164,4 +183,25 @@ pub(crate) fn sample(queue_id: &str, sender: &str) -> Event {
         "retention": {"class": "inbound", "expires_at": "2099-01-01T00:00:00.000Z"}
     }))
     .expect("a valid event")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_are_the_serialised_ones() {
+        for outcome in [
+            Outcome::Accepted,
+            Outcome::Rejected,
+            Outcome::Tempfailed,
+            Outcome::Discarded,
+            Outcome::Aborted,
+        ] {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                serde_json::json!(outcome.as_str())
+            );
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! What the session learns about a connection and a message: plain data, filled in by
 //! `session`, read by `classify`, `rules` and `event`.
 
-use crate::config::Config;
 use std::net::IpAddr;
 
 /// How many copies of a header of interest we keep the value of; further copies are only
@@ -10,6 +9,13 @@ const MAX_KEPT_VALUES: usize = 16;
 /// Longest header value we keep; a longer one cannot be an address and is kept truncated,
 /// which still fails to parse.
 const MAX_KEPT_VALUE_LEN: usize = 256;
+
+/// The names of the header fields the rules look at, compared without regard to case.
+#[derive(Clone, Debug)]
+pub struct WatchedHeaders {
+    pub originating_ip: String,
+    pub transit_tag: String,
+}
 
 /// Facts about the SMTP client, from the connect stage.
 #[derive(Clone, Debug, Default)]
@@ -74,15 +80,12 @@ impl HeaderCopies {
 
 impl MessageFacts {
     /// Notes one header: its size, and its value if a rule looks at headers of that name.
-    pub fn header(&mut self, name: &[u8], value: &[u8], config: &Config) {
+    pub fn header(&mut self, name: &[u8], value: &[u8], watched: &WatchedHeaders) {
         // "Name: value\r\n"
         self.size += (name.len() + value.len() + 4) as u64;
-        let Ok(name) = std::str::from_utf8(name) else {
-            return;
-        };
-        if config.rules.originating_ip.header.matches(name) {
+        if name.eq_ignore_ascii_case(watched.originating_ip.as_bytes()) {
             self.originating_ip.push(value);
-        } else if config.rules.transit_tag.header.matches(name) {
+        } else if name.eq_ignore_ascii_case(watched.transit_tag.as_bytes()) {
             self.transit_tag.push(value);
         }
     }
@@ -129,13 +132,16 @@ mod tests {
 
     #[test]
     fn header_copies_are_counted_and_bounded() {
-        let config = Config::default();
+        let watched = WatchedHeaders {
+            originating_ip: "X-Originating-IP".into(),
+            transit_tag: "X-Transit".into(),
+        };
         let mut facts = MessageFacts::default();
         for _ in 0..100 {
-            facts.header(b"x-originating-ip", &[b'1'; 10_000], &config);
+            facts.header(b"x-originating-ip", &[b'1'; 10_000], &watched);
         }
-        facts.header(b"X-Transit", b"relay", &config);
-        facts.header(b"Subject", b"hello", &config);
+        facts.header(b"X-Transit", b"relay", &watched);
+        facts.header(b"Subject", b"hello", &watched);
         assert_eq!(facts.originating_ip.count, 100);
         assert_eq!(facts.originating_ip.values.len(), MAX_KEPT_VALUES);
         assert!(facts

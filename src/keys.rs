@@ -67,19 +67,78 @@ impl Ring {
     }
 }
 
-#[derive(Debug)]
-pub struct KeyError(pub String);
+/// What is wrong with the key ring, and where.
+#[derive(Debug, thiserror::Error)]
+#[error("privacy.keys: {}: {problem}", path.display())]
+pub struct KeyError {
+    pub path: PathBuf,
+    pub problem: String,
+}
 
-impl std::fmt::Display for KeyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+fn err(path: &Path, what: impl std::fmt::Display) -> KeyError {
+    KeyError {
+        path: path.to_path_buf(),
+        problem: what.to_string(),
     }
 }
 
-impl std::error::Error for KeyError {}
+/// The keys new values are made with.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    /// For `hmac` privacy modes.
+    pub hmac: Option<Arc<Key>>,
+    /// For `originating_ip` mode `encrypted`.
+    pub aead: Option<Arc<Key>>,
+}
 
-fn err(path: &Path, what: impl std::fmt::Display) -> KeyError {
-    KeyError(format!("privacy.keys: {}: {what}", path.display()))
+/// How the key ring is kept.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub dir: PathBuf,
+    /// The kinds in use: only those are made and rotated.
+    pub hmac: bool,
+    pub aead: bool,
+    /// How often a new key is made.
+    pub rotation: Duration,
+    /// How long a retired key is kept: the longest retention period.
+    pub keep: Duration,
+}
+
+/// The periodic duty: makes a new key of each kind in use when rotation is due, destroys the
+/// retired keys (see [`destroy_retired`]), and returns the current keys with the ids destroyed.
+pub fn refresh(policy: &Policy, now: DateTime<Utc>) -> Result<(Secrets, Vec<String>), KeyError> {
+    let mut secrets = Secrets::default();
+    for (kind, used) in [(Kind::Hmac, policy.hmac), (Kind::Aead, policy.aead)] {
+        if used {
+            let current = rotate(&policy.dir, kind, policy.rotation, now)?
+                .current()
+                .cloned();
+            match kind {
+                Kind::Hmac => secrets.hmac = current,
+                Kind::Aead => secrets.aead = current,
+            }
+        }
+    }
+    let destroyed = destroy_retired(&policy.dir, policy.keep, now)?;
+    Ok((secrets, destroyed))
+}
+
+/// The one rule for destroying keys, used by the daemon and by `ledger purge`: a key of either
+/// kind is destroyed once `keep` (the longest retention period) has passed since it was
+/// retired (since its successor was made). By then every event made with it has expired, and
+/// its HMACs can no longer be linked to anyone. Returns the ids destroyed; a missing
+/// directory holds nothing to destroy.
+pub fn destroy_retired(
+    dir: &Path,
+    keep: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, KeyError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut destroyed = destroy_expired(dir, Kind::Hmac, keep, now)?;
+    destroyed.extend(destroy_expired(dir, Kind::Aead, keep, now)?);
+    Ok(destroyed)
 }
 
 /// Creates the directory (0700) if it is missing, and checks its mode if it exists.
@@ -203,8 +262,8 @@ pub fn rotate(
     Ok(ring)
 }
 
-/// Deletes the keys retired longer than `keep` ago; returns their ids.
-pub fn destroy_expired(
+/// Deletes the keys of `kind` retired longer than `keep` ago; returns their ids.
+fn destroy_expired(
     dir: &Path,
     kind: Kind,
     keep: Duration,

@@ -1,12 +1,14 @@
-//! The `privacy-milter` command: parse the command line, set up logging and signals, bind
-//! the socket and hand over to [`privacy_milter::run`].
+//! The `privacy-milter` command: parse the command line, dispatch to the daemon
+//! ([`privacy_milter::run`], with logging, signals and the socket set up here) or to a
+//! command, and print any error, with its causes, in one place ([`report`]).
 
 use clap::{Parser, Subcommand};
 use privacy_milter::{
-    config::{self, LogOverride, Overrides},
-    keys,
-    ledger::commands::{self, Format, Subject},
-    logging, Listener, Reload, Source,
+    commands::{
+        self,
+        ledger::{self as ledger_cmd, Format, Subject},
+    },
+    Listener, LogOverride, Overrides, Reload, Source,
 };
 use sd_notify::NotifyState;
 use std::{path::PathBuf, process::ExitCode};
@@ -22,7 +24,7 @@ use tracing::{error, info};
 #[command(version, about)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short = 'c', env = "PRIVACY_MILTER_CONFIG", default_value = config::DEFAULT_PATH)]
+    #[arg(long, short = 'c', env = "PRIVACY_MILTER_CONFIG", default_value = privacy_milter::DEFAULT_PATH)]
     config: PathBuf,
     /// Listen here instead of the configured socket (unix:/PATH, inet:PORT@HOST, inet6:PORT@[HOST]).
     #[arg(long, global = true)]
@@ -126,13 +128,47 @@ impl Cli {
     }
 }
 
+/// Prints an error and each of its causes (those its own text does not already say) as the
+/// one line `privacy-milter: ERROR: CAUSE: ...`, or, for a configuration error, its lines.
+fn report(error: &dyn std::error::Error) {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    privacy_milter::report_error(&text);
+}
+
+/// A command's output, or its error reported.
+fn finish<E: std::error::Error>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A problem with the command line's own values.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let source = cli.source();
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
-            logging::report_error(&format!("configuration error\n{e}"));
+            privacy_milter::report_error(&format!("configuration error\n{e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -142,35 +178,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Ledger(command) => match ledger(&config, command) {
-            Ok(output) => {
-                print!("{output}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                logging::report_error(&e);
-                ExitCode::FAILURE
-            }
+            Ok(result) => finish(result),
+            Err(usage) => finish::<Usage>(Err(usage)),
         },
-        Command::Ip(IpCommand::Decrypt { token }) => {
-            let opened = keys::load(&config.privacy.keys, keys::Kind::Aead)
-                .map_err(|e| e.to_string())
-                .and_then(|ring| {
-                    privacy_milter::token::open(&ring, &token).map_err(|e| e.to_string())
-                });
-            match opened {
-                Ok((ip, key)) => {
-                    println!("{ip} (key {key})");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    logging::report_error(&e);
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Ip(IpCommand::Decrypt { token }) => finish(commands::ip::decrypt(&config, &token)),
         Command::Run => {
-            if let Err(e) = logging::init(&config.log) {
-                logging::report_error(&e);
+            if let Err(e) = privacy_milter::init_logging(&config.log) {
+                privacy_milter::report_error(&e);
                 return ExitCode::FAILURE;
             }
             // One thread for every milter session: a session is a few microseconds of work
@@ -198,27 +212,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn ledger(config: &privacy_milter::Config, command: LedgerCommand) -> Result<String, String> {
+/// Runs a `ledger` command; the outer error is a bad time on the command line.
+fn ledger(
+    config: &privacy_milter::Config,
+    command: LedgerCommand,
+) -> Result<Result<String, commands::CommandError>, Usage> {
     let format = |f: &str| match f {
         "json" => Format::Json,
         "csv" => Format::Csv,
         "jsonl" => Format::Jsonl,
         _ => Format::Table,
     };
-    let time = |t: Option<String>| t.as_deref().map(commands::parse_time).transpose();
-    match command {
-        LedgerCommand::Purge => commands::purge(config),
+    let time = |t: Option<String>| {
+        t.as_deref()
+            .map(ledger_cmd::parse_time)
+            .transpose()
+            .map_err(Usage)
+    };
+    Ok(match command {
+        LedgerCommand::Purge => ledger_cmd::purge(config),
         LedgerCommand::Query { subject, format: f } => {
-            commands::query(config, &subject.subject(), format(&f))
+            ledger_cmd::query(config, &subject.subject(), format(&f))
         }
-        LedgerCommand::Erase { subject } => commands::erase(config, &subject.subject()),
+        LedgerCommand::Erase { subject } => ledger_cmd::erase(config, &subject.subject()),
         LedgerCommand::Export {
             since,
             until,
             format: f,
-        } => commands::export(config, time(since)?, time(until)?, format(&f)),
-        LedgerCommand::Stats => commands::stats(config),
-    }
+        } => ledger_cmd::export(config, time(since)?, time(until)?, format(&f)),
+        LedgerCommand::Stats => ledger_cmd::stats(config),
+    })
 }
 
 async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
@@ -292,7 +315,7 @@ async fn reload_on_sighup(mut hangup: Signal, reloads: mpsc::Sender<Reload>, lis
         let outcome = outcome.await;
         let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
         let status = match outcome {
-            Ok(Ok(())) => format!("{listening}; configuration reloaded at {at}"),
+            Ok(Ok(_)) => format!("{listening}; configuration reloaded at {at}"),
             Ok(Err(e)) => format!(
                 "{listening}; configuration not reloaded at {at}, the running one stays: {}",
                 e.lines().next().unwrap_or_default()

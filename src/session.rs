@@ -1,20 +1,127 @@
 //! The per-connection state machine: collects the facts stage by stage, and at end of message
 //! runs classification and rules, records the event and applies the header edits.
+//!
+//! [`Sessions`] is what all connections share: the current [`Snapshot`] of configuration and
+//! keys (each connection takes it once, so a reload never changes a session half-way), the
+//! event writer, and the count of open sessions that shutdown waits for.
 
 use crate::{
     classify::{classify, Classification},
     config::{Config, Durability, OnError},
     event::{Event, Outcome, Parts},
-    facts::{unbracket, ConnectionFacts, MessageFacts, Recipient},
+    facts::{unbracket, ConnectionFacts, MessageFacts, Recipient, WatchedHeaders},
     ip,
+    keys::Secrets,
     privacy::Pseudonymiser,
     rules::{self, originating_ip, Action, Edit},
-    sinks::EventWriter,
-    Secrets,
+    writer::EventWriter,
 };
 use indymilter::{ContextActions, ProtoOpts, Status};
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
+use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
+
+/// One configuration with the keys in use, and what sessions derive from them: made once per
+/// reload or key rotation, shared by every session that starts meanwhile.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub secrets: Secrets,
+    /// The policy with the current HMAC key.
+    pub pseudonymiser: Pseudonymiser,
+    pub watched: WatchedHeaders,
+}
+
+impl Snapshot {
+    pub fn new(config: Arc<Config>, secrets: Secrets) -> Self {
+        Self {
+            pseudonymiser: Pseudonymiser::new(config.privacy.clone(), secrets.hmac.clone()),
+            watched: WatchedHeaders {
+                originating_ip: config.rules.originating_ip.header.as_str().to_string(),
+                transit_tag: config.rules.transit_tag.header.as_str().to_string(),
+            },
+            secrets,
+            config,
+        }
+    }
+}
+
+/// What every session shares.
+pub struct Sessions {
+    current: RwLock<Arc<Snapshot>>,
+    events: EventWriter,
+    /// Host name for events when the MTA does not send macro `j`.
+    default_host: Arc<str>,
+    open: AtomicUsize,
+    /// Woken when the last open session closes.
+    all_closed: Notify,
+}
+
+impl Sessions {
+    pub fn new(snapshot: Snapshot, events: EventWriter, default_host: Arc<str>) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(snapshot)),
+            events,
+            default_host,
+            open: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+        }
+    }
+
+    /// The snapshot new sessions start with.
+    pub fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Makes `snapshot` the one new sessions start with; open sessions keep theirs.
+    pub fn replace(&self, snapshot: Snapshot) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// A session for a new connection.
+    pub fn start(self: &Arc<Self>, negotiated: Negotiated) -> Session {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Session {
+            snapshot: self.current(),
+            shared: Arc::clone(self),
+            negotiated,
+            conn: ConnectionFacts::default(),
+            msg: None,
+        }
+    }
+
+    /// How many sessions are open.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `grace` for every open session to close; returns how many are still open.
+    pub async fn wait_closed(&self, grace: Duration) -> usize {
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                let closed = self.all_closed.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        })
+        .await;
+        self.open()
+    }
+
+    fn closed(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_closed.notify_waiters();
+        }
+    }
+}
 
 /// What the connection negotiated.
 #[derive(Clone, Copy, Debug)]
@@ -38,59 +145,16 @@ pub struct Macros {
     pub rcpt_addr: Option<String>,
 }
 
-/// Counts live sessions so shutdown can wait for them.
-pub struct SessionGuard(tokio::sync::watch::Sender<usize>);
-
-impl SessionGuard {
-    pub fn new(gauge: &tokio::sync::watch::Sender<usize>) -> Self {
-        gauge.send_modify(|n| *n += 1);
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
 pub struct Session {
-    /// This connection's configuration: a reload affects new connections only.
-    config: Arc<Config>,
-    events: EventWriter,
-    /// Host name for events when the MTA does not send macro `j`.
-    default_host: Arc<str>,
+    /// This connection's configuration and keys: a reload affects new connections only.
+    snapshot: Arc<Snapshot>,
+    shared: Arc<Sessions>,
     negotiated: Negotiated,
-    /// This connection's keys, with the configuration's privacy policy.
-    pseudonymiser: Pseudonymiser,
-    secrets: Secrets,
     conn: ConnectionFacts,
     msg: Option<MessageFacts>,
-    _guard: SessionGuard,
 }
 
 impl Session {
-    pub fn new(
-        config: Arc<Config>,
-        secrets: Secrets,
-        events: EventWriter,
-        default_host: Arc<str>,
-        negotiated: Negotiated,
-        guard: SessionGuard,
-    ) -> Self {
-        Self {
-            pseudonymiser: Pseudonymiser::new(config.privacy.clone(), secrets.hmac.clone()),
-            secrets,
-            config,
-            events,
-            default_host,
-            negotiated,
-            conn: ConnectionFacts::default(),
-            msg: None,
-            _guard: guard,
-        }
-    }
-
     /// The status for a stage: `Noreply` where negotiated, else `Continue`.
     fn next(&self, stage: ProtoOpts) -> Status {
         if self.negotiated.noreply.contains(stage) {
@@ -112,7 +176,7 @@ impl Session {
             daemon_name: macros.daemon_name,
         };
         debug!(
-            client = %self.pseudonymiser.ip_for_log(client_ip),
+            client = %self.snapshot.pseudonymiser.ip_for_log(client_ip),
             daemon = self.conn.daemon_name.as_deref().unwrap_or("-"),
             "connect"
         );
@@ -156,7 +220,7 @@ impl Session {
 
     pub fn header(&mut self, name: &[u8], value: &[u8]) -> Status {
         if let Some(msg) = &mut self.msg {
-            msg.header(name, value, &self.config);
+            msg.header(name, value, &self.snapshot.watched);
         }
         self.next(ProtoOpts::NOREPLY_HEADER)
     }
@@ -177,14 +241,15 @@ impl Session {
             msg.queue_id = queue_id;
         }
         msg.size += 2; // the empty line between header and body
-        let config = Arc::clone(&self.config);
-        let class = classify(&self.conn, &msg, &config);
+        let snapshot = Arc::clone(&self.snapshot);
+        let config = &snapshot.config;
+        let class = classify(&self.conn, &msg, config);
         let actions = rules::decide(
             &self.conn,
             &msg,
             &class,
-            &config,
-            self.secrets.aead.as_deref(),
+            config,
+            snapshot.secrets.aead.as_deref(),
         );
         let qid = msg.queue_id.clone().unwrap_or_else(|| "-".into());
         let labels = rules::labels(&actions);
@@ -196,16 +261,16 @@ impl Session {
                 queue_id = %qid,
                 "dropped an unparsable {} value from webmail host {}",
                 config.rules.originating_ip.header.as_str(),
-                self.pseudonymiser.ip_for_log(self.conn.client_ip)
+                self.snapshot.pseudonymiser.ip_for_log(self.conn.client_ip)
             );
         }
         info!(
             queue_id = %qid,
             direction = %class.direction,
             transit = class.transit,
-            client = %self.pseudonymiser.ip_for_log(self.conn.client_ip),
+            client = %self.snapshot.pseudonymiser.ip_for_log(self.conn.client_ip),
             authenticated = class.authenticated,
-            sender = %self.pseudonymiser.address_for_log(&msg.sender),
+            sender = %self.snapshot.pseudonymiser.address_for_log(&msg.sender),
             recipients = class.local.len(),
             actions = %labels.join(","),
             dry_run = config.dry_run,
@@ -218,7 +283,7 @@ impl Session {
                 // The answer waits until the event is stored, so an accepted message always has
                 // its record.
                 Durability::Sync => {
-                    if let Err(e) = self.events.commit(event).await {
+                    if let Err(e) = self.shared.events.commit(event).await {
                         let tempfail = config.events.on_error == OnError::Tempfail;
                         let told = if tempfail {
                             "the MTA is told to try again later (events.on_error = \"tempfail\")"
@@ -232,7 +297,7 @@ impl Session {
                     }
                 }
                 // A write failure is then only logged, with the event in full.
-                Durability::Async => self.events.enqueue(event).await,
+                Durability::Async => self.shared.events.enqueue(event).await,
             }
         }
 
@@ -274,14 +339,14 @@ impl Session {
             };
         info!(
             queue_id = msg.queue_id.as_deref().unwrap_or("-"),
-            client = %self.pseudonymiser.ip_for_log(self.conn.client_ip),
+            client = %self.snapshot.pseudonymiser.ip_for_log(self.conn.client_ip),
             outcome = if outcome == Outcome::Rejected { "rejected" } else { "aborted" },
             "message not completed"
         );
-        if self.config.events.enabled {
-            let class = classify(&self.conn, &msg, &self.config);
+        if self.snapshot.config.events.enabled {
+            let class = classify(&self.conn, &msg, &self.snapshot.config);
             let event = self.event(&msg, &class, outcome, Vec::new());
-            self.events.record(event);
+            self.shared.events.record(event);
         }
     }
 
@@ -299,9 +364,13 @@ impl Session {
                 class,
                 outcome,
                 actions,
-                host: self.conn.host.as_deref().unwrap_or(&self.default_host),
-                config: &self.config,
-                pseudonymiser: &self.pseudonymiser,
+                host: self
+                    .conn
+                    .host
+                    .as_deref()
+                    .unwrap_or(&self.shared.default_host),
+                config: &self.snapshot.config,
+                pseudonymiser: &self.snapshot.pseudonymiser,
             },
             chrono::Utc::now(),
         )
@@ -312,6 +381,7 @@ impl Drop for Session {
     /// A connection that ends in the middle of a message still leaves its event.
     fn drop(&mut self) {
         self.finish_unfinished();
+        self.shared.closed();
     }
 }
 

@@ -19,24 +19,14 @@ const ID_LEN: usize = 16;
 const NONCE_LEN: usize = 24;
 
 /// Why a token cannot be opened.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
     /// Not a token, or altered.
+    #[error("invalid token: not made by privacy-milter, or altered")]
     Invalid,
     /// A well-formed token whose key has been destroyed (or never was in this ring).
+    #[error("the token's key {0} is not in the key ring: destroyed after its retention period, so the address can no longer be recovered")]
     KeyGone(String),
-}
-
-impl std::fmt::Display for OpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Invalid => write!(f, "invalid token: not made by privacy-milter, or altered"),
-            Self::KeyGone(id) => write!(
-                f,
-                "the token's key {id} is not in the key ring: destroyed after its retention period, so the address can no longer be recovered"
-            ),
-        }
-    }
 }
 
 pub fn seal(key: &Key, ip: IpAddr) -> String {

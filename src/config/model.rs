@@ -1,14 +1,16 @@
-//! The configuration schema: one struct per TOML table, with the defaults of design.md §5.
+//! What the operator wrote: the configuration schema, one struct per TOML table, with the
+//! defaults of design.md §5. Plain data, no I/O: [`super::Config`] is what the program runs
+//! with, these settings plus what they name (the local domain file, the CA roots).
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), so a typo never silently turns a rule off.
 
 use super::values::{Domain, FileMode, HeaderName, Network, Period, SocketSpec};
 use serde::{Deserialize, Serialize};
-use std::{collections::HashSet, path::PathBuf};
+use std::path::PathBuf;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
+pub struct Settings {
     /// Where the milter listens.
     pub socket: SocketSpec,
     /// Mode of a unix socket, so that the MTA's user can connect.
@@ -24,15 +26,9 @@ pub struct Config {
     pub events: Events,
     pub privacy: Privacy,
     pub retention: Retention,
-    /// Domains from `domains.local` and `domains.local_file`, filled in by the loader.
-    #[serde(skip)]
-    pub local_domains: HashSet<String>,
-    /// Where this configuration was loaded from, so a reload can read it again.
-    #[serde(skip)]
-    pub source: Option<super::Source>,
 }
 
-impl Default for Config {
+impl Default for Settings {
     fn default() -> Self {
         Self {
             socket: SocketSpec::Unix("/run/privacy-milter/privacy-milter.sock".into()),
@@ -46,8 +42,6 @@ impl Default for Config {
             events: Events::default(),
             privacy: Privacy::default(),
             retention: Retention::default(),
-            local_domains: HashSet::new(),
-            source: None,
         }
     }
 }
@@ -253,6 +247,45 @@ impl PostgresConfig {
         path.push(".rejected");
         path.into()
     }
+
+    /// Whether the URL asks for TLS: only an explicit `sslmode` does (the library's default,
+    /// `prefer`, would otherwise change what an existing URL means).
+    pub fn wants_tls(&self) -> bool {
+        self.url.contains("sslmode")
+            && self
+                .url
+                .parse::<postgres::Config>()
+                .is_ok_and(|pg| pg.get_ssl_mode() != postgres::config::SslMode::Disable)
+    }
+
+    /// The URL with its password replaced by `***`, for logs and summaries.
+    pub fn redacted_url(&self) -> String {
+        redacted(&self.url)
+    }
+}
+
+/// `url` with its password replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let start = scheme_end + 3;
+        let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+        if let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
+                return format!("{}***{}", &url[..=colon], &url[at..]);
+            }
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Default for PostgresConfig {
@@ -384,6 +417,24 @@ impl Default for Privacy {
     }
 }
 
+impl Settings {
+    /// Whether the key ring is used: HMACs in events, or encrypted originating-IP tokens.
+    pub fn needs_keys(&self) -> bool {
+        self.privacy.uses_hmac() || self.rules.originating_ip.mode == OriginatingIpMode::Encrypted
+    }
+
+    /// How the key ring is kept under these settings.
+    pub fn key_policy(&self) -> crate::keys::Policy {
+        crate::keys::Policy {
+            dir: self.privacy.keys.clone(),
+            hmac: self.privacy.uses_hmac(),
+            aead: self.rules.originating_ip.mode == OriginatingIpMode::Encrypted,
+            rotation: self.privacy.key_rotation.0,
+            keep: self.retention.longest(),
+        }
+    }
+}
+
 impl Privacy {
     /// Whether events need the HMAC key ring.
     pub fn uses_hmac(&self) -> bool {
@@ -452,5 +503,26 @@ impl Default for Retention {
             aborted: days(7),
             purge_interval: Period(std::time::Duration::from_secs(3600)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted("postgresql://pm:s3cret@db.example.org:5432/privacy"),
+            "postgresql://pm:***@db.example.org:5432/privacy"
+        );
+        assert_eq!(
+            redacted("postgresql://pm@db.example.org/privacy"),
+            "postgresql://pm@db.example.org/privacy"
+        );
+        assert_eq!(
+            redacted("host=db user=pm password=s3cret dbname=privacy"),
+            "host=db user=pm password=*** dbname=privacy"
+        );
     }
 }

@@ -1,0 +1,22 @@
+//! The commands beside `run`: each answers once and exits. `ledger` answers for what the
+//! ledger holds (query, erase, export, stats, purge); `ip` opens encrypted
+//! `X-Originating-IP` tokens.
+
+pub mod ip;
+pub mod ledger;
+
+use crate::{keys::KeyError, store::StoreError};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Token(#[from] crate::token::OpenError),
+    /// The request cannot be answered as asked; the text says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+}

@@ -1,0 +1,49 @@
+//! What a reload (SIGHUP) may change. The socket, logging and the event queue are set up once
+//! at start; a reload that changes them keeps the running values (so the running
+//! configuration always describes what runs) and says, every time, that they need a restart.
+
+use super::Config;
+
+/// Copies the settings that need a restart from `running` into `new`, and returns the keys
+/// whose new value differs (and so waits for a restart).
+pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let (old, settings) = (running.settings(), &mut new.settings);
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $key:literal) => {
+            if settings.$($field).+ != old.$($field).+ {
+                changed.push($key);
+                settings.$($field).+ = old.$($field).+.clone();
+            }
+        };
+    }
+    keep!(socket, "socket");
+    keep!(socket_mode, "socket_mode");
+    keep!(socket_group, "socket_group");
+    keep!(log.level, "log.level");
+    keep!(log.destination, "log.destination");
+    keep!(log.syslog_socket, "log.syslog_socket");
+    keep!(events.queue_size, "events.queue_size");
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LogLevel, SocketSpec};
+
+    #[test]
+    fn restart_only_settings_stay_and_are_named() {
+        let running = Config::default();
+        let mut new = Config::default();
+        new.settings.socket = SocketSpec::Unix("/run/other.sock".into());
+        new.settings.log.level = LogLevel::Debug;
+        new.settings.dry_run = true;
+        let changed = keep_restart_only(&running, &mut new);
+        assert_eq!(changed, ["socket", "log.level"]);
+        assert_eq!(new.socket, running.socket);
+        assert_eq!(new.log.level, running.log.level);
+        assert!(new.dry_run, "a setting a reload may change was kept back");
+        assert!(keep_restart_only(&running, &mut new).is_empty());
+    }
+}

@@ -1,0 +1,188 @@
+//! The milter daemon: [`run`] serves a bound socket until shutdown. It owns what all sessions
+//! share ([`Sessions`]: one snapshot of configuration and keys, the event writer), reloads the
+//! configuration when asked (SIGHUP), does the periodic duties (key rotation, purge), and on
+//! shutdown lets open sessions finish and writes every queued event.
+
+use crate::{
+    callbacks,
+    config::{reload::keep_restart_only, Config},
+    keys,
+    listener::{Gate, Listener},
+    session::{Sessions, Snapshot},
+    writer::EventWriter,
+};
+use std::{future::Future, io, sync::Arc, time::Duration};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+/// The log target of the daemon's lines, as operators know it.
+const TARGET: &str = "privacy_milter";
+
+/// How long open sessions may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A request to re-read the configuration (SIGHUP). The answer, if asked for, says whether
+/// the new configuration took effect.
+pub struct Reload {
+    reply: Option<oneshot::Sender<Result<Reloaded, String>>>,
+}
+
+impl Reload {
+    /// A reload whose outcome is only logged.
+    pub fn request() -> Self {
+        Self { reply: None }
+    }
+
+    /// A reload whose outcome is also sent back.
+    pub fn with_reply() -> (Self, oneshot::Receiver<Result<Reloaded, String>>) {
+        let (tx, rx) = oneshot::channel();
+        (Self { reply: Some(tx) }, rx)
+    }
+}
+
+/// What a reload that took effect did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Settings whose new values wait for a restart: the running ones stay.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// The daemon's state beside the sessions'.
+struct Daemon {
+    sessions: Arc<Sessions>,
+    events: EventWriter,
+}
+
+/// Rotates keys and destroys retired ones; logs what it destroyed.
+fn refresh_keys(config: &Config) -> Result<keys::Secrets, keys::KeyError> {
+    let (secrets, destroyed) = keys::refresh(&config.key_policy(), chrono::Utc::now())?;
+    for id in destroyed {
+        info!(target: TARGET, "destroyed key {id}: every event made with it has expired");
+    }
+    Ok(secrets)
+}
+
+impl Daemon {
+    /// Loads the configuration again from where it came from; a broken file changes nothing.
+    async fn reload(&self) -> Result<Reloaded, String> {
+        let running = self.sessions.current();
+        let Some(source) = &running.config.source else {
+            return Err("the configuration was not loaded from a file".into());
+        };
+        let mut new = source.load().map_err(|e| e.to_string())?;
+        let needs_restart = keep_restart_only(&running.config, &mut new);
+        for key in &needs_restart {
+            warn!(target: TARGET, "{key} changed: this takes effect only after a restart");
+        }
+        let secrets = refresh_keys(&new).map_err(|e| e.to_string())?;
+        // Re-open the sinks (rotated or moved files) before new sessions use the new config.
+        self.events.reopen(&new).await?;
+        self.sessions.replace(Snapshot::new(Arc::new(new), secrets));
+        Ok(Reloaded { needs_restart })
+    }
+
+    /// The periodic duties: rotate and destroy keys, purge expired events.
+    fn housekeeping(&self) {
+        let config = Arc::clone(&self.sessions.current().config);
+        match refresh_keys(&config) {
+            Ok(secrets) => self.sessions.replace(Snapshot::new(config, secrets)),
+            Err(e) => error!(target: TARGET, "key ring: {e}; the keys in use stay"),
+        }
+        self.events.purge();
+    }
+}
+
+/// Expired events are purged, and keys rotated, at start and every `retention.purge_interval`.
+fn purge_timer(config: &Config) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(config.retention.purge_interval.0);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
+/// Runs the milter on `listener` until `shutdown` completes.
+///
+/// Each message on `reload` re-reads the configuration for new connections. On shutdown the
+/// listener closes at once, open sessions get [`SHUTDOWN_GRACE`] to finish, and every queued
+/// event is written before this returns.
+pub async fn run(
+    listener: Listener,
+    config: Config,
+    mut reload: mpsc::Receiver<Reload>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let secrets = refresh_keys(&config).map_err(io::Error::other)?;
+    let events = EventWriter::start(&config)?;
+    let host: Arc<str> = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+        .into();
+    let daemon = Daemon {
+        sessions: Arc::new(Sessions::new(
+            Snapshot::new(Arc::new(config), secrets),
+            events.clone(),
+            host,
+        )),
+        events: events.clone(),
+    };
+
+    let gate = Gate::new(listener);
+    let (drained, drained_rx) = oneshot::channel::<()>();
+    let milter_config = indymilter::Config {
+        max_connections: 1024,
+        ..Default::default()
+    };
+    let milter = indymilter::run(
+        gate.clone(),
+        callbacks::build(Arc::clone(&daemon.sessions)),
+        milter_config,
+        drained_rx,
+    );
+    tokio::pin!(milter);
+    tokio::pin!(shutdown);
+    let mut purge = purge_timer(&daemon.sessions.current().config);
+
+    loop {
+        tokio::select! {
+            result = &mut milter => {
+                // Only a broken listener ends the milter early.
+                events.stop().await;
+                return result;
+            }
+            Some(request) = reload.recv() => {
+                let result = daemon.reload().await;
+                if result.is_ok() {
+                    purge = purge_timer(&daemon.sessions.current().config);
+                }
+                match &result {
+                    Ok(_) => info!(target: TARGET, "configuration reloaded"),
+                    Err(e) => error!(target: TARGET, "configuration not reloaded, the running one stays:\n{e}"),
+                }
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(result);
+                }
+            }
+            _ = purge.tick() => daemon.housekeeping(),
+            _ = &mut shutdown => break,
+        }
+    }
+
+    gate.close();
+    let open = daemon.sessions.open();
+    if open > 0 {
+        info!(
+            target: TARGET,
+            "stopping: waiting up to {}s for {open} open sessions",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    let still_open = daemon.sessions.wait_closed(SHUTDOWN_GRACE).await;
+    if still_open > 0 {
+        warn!(target: TARGET, "stopping with {still_open} sessions still open");
+    }
+    let _ = drained.send(());
+    let result = milter.await;
+    events.stop().await;
+    info!(target: TARGET, "stopped");
+    result
+}

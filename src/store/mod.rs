@@ -1,0 +1,240 @@
+//! Where events are kept. Every back end implements [`Store`], whole in one place:
+//!
+//! - [`sqlite`]: the ledger in SQLite (sink `ledger`, the default): schema, queries, and the
+//!   WAL handling that makes the writer's group commits cheap and durable;
+//! - [`postgres`]: the ledger in PostgreSQL (sink `postgres`), shared by several MTAs, with
+//!   its local spool for when the database cannot take events;
+//! - `jsonl` and `log`: streams that write and keep nothing to ask.
+//!
+//! The event writer (`crate::writer`) writes batches to the stores [`open_sinks`] opens; the
+//! `ledger` commands ask the one [`open_ledger`] opens.
+
+mod jsonl;
+mod log;
+pub mod postgres;
+pub mod sqlite;
+
+use crate::{
+    config::{Config, SinkKind},
+    event::Event,
+};
+use chrono::{DateTime, Utc};
+use std::{io, path::PathBuf, sync::Arc};
+
+/// Most events deleted in one purge step: the daemon purges in such steps, between batches,
+/// so that a large backlog never holds up the events of messages waiting for their answer.
+pub const PURGE_CHUNK: usize = 500;
+
+/// What went wrong in a store. The writer and the commands decide from it: whether the
+/// database refused an event for good, or readers kept a deletion's old copies in the WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: SQLite cannot keep a write-ahead log here (the journal mode stays {mode}); put the ledger on a local file system", path.display())]
+    NoWal { path: PathBuf, mode: String },
+    #[error("{done}, but the write-ahead log still holds copies of them: the ledger was too busy to truncate it; run {command} again")]
+    WalBusy { done: String, command: &'static str },
+    /// A store that cannot be opened, named by its configuration key.
+    #[error("{key} {source}")]
+    Open {
+        key: &'static str,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("no ledger at {} (events.ledger.path)", .0.display())]
+    NoLedger(PathBuf),
+    #[error("{0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// A connection that could not be made, with every cause.
+    #[error("{0}")]
+    Connect(String),
+    /// An event that cannot be stored as it is.
+    #[error("{0}")]
+    InvalidEvent(String),
+    #[error("the {0} sink keeps no events to ask")]
+    NotALedger(&'static str),
+    /// Written only as text: a message of an earlier error, e.g. one kept for a batch.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// This error, as the failure to open the store that `key` configures.
+    pub(crate) fn opening(self, key: &'static str) -> Self {
+        Self::Open {
+            key,
+            source: Box::new(self),
+        }
+    }
+
+    /// Whether the database refused what it was given for good (a value it does not take, as
+    /// opposed to a lost connection, a timeout or a lock, which pass): SQLSTATE classes 22
+    /// (data exception), 23 (integrity constraint) and 54 (program limit, e.g. an index row
+    /// too large).
+    pub fn refused_for_good(&self) -> bool {
+        match self {
+            Self::InvalidEvent(_) => true,
+            Self::Postgres(e) => e
+                .code()
+                .is_some_and(|state| matches!(&state.code()[..2], "22" | "23" | "54")),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The last step that makes a store's written batches durable, run on the writer's syncer
+/// thread. It covers every batch the store wrote before it runs.
+pub trait Flush: Send + Sync {
+    fn flush(&self) -> Result<()>;
+}
+
+/// A place events are kept. The writer calls [`Store::write`] and [`Store::purge_some`]; the
+/// `ledger` commands call the queries, which only the ledgers (SQLite, PostgreSQL) answer.
+pub trait Store: Send {
+    /// The sink's name in `events.sinks`.
+    fn name(&self) -> &'static str;
+
+    /// Writes a batch. It is durable when this returns, or once the returned [`Flush`] has
+    /// run.
+    fn write(&mut self, batch: &[Event]) -> Result<Option<Arc<dyn Flush>>>;
+
+    /// Deletes at most `limit` of the events expired at `now`, oldest expiry first; returns
+    /// how many went. Fewer than `limit` means the purge is done.
+    fn purge_some(&mut self, _now: DateTime<Utc>, _limit: usize) -> Result<usize> {
+        Ok(0)
+    }
+
+    /// The events matching `filter`, oldest first.
+    fn find(&mut self, _filter: &Filter) -> Result<Vec<Event>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// Deletes the events matching `filter`, bytes included; returns how many.
+    fn erase(&mut self, _filter: &Filter) -> Result<usize> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// Events with `since <= time < until`, oldest first.
+    fn export(
+        &mut self,
+        _since: Option<DateTime<Utc>>,
+        _until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    fn stats(&mut self) -> Result<Stats> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+}
+
+/// Deletes every event expired at `now`, a chunk at a time; returns how many.
+pub fn purge_all(store: &mut dyn Store, now: DateTime<Utc>) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let n = store.purge_some(now, PURGE_CHUNK)?;
+        total += n;
+        if n < PURGE_CHUNK {
+            return Ok(total);
+        }
+    }
+}
+
+/// What to look for: values as the ledger holds them, already pseudonymised by policy
+/// (several when HMACs were made under several keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    Ip(Vec<String>),
+    Address(Vec<String>),
+    Domain(Vec<String>),
+}
+
+impl Filter {
+    /// Whether `event` holds one of the values (as the ledger's queries would find it).
+    pub fn matches(&self, event: &Event) -> bool {
+        let any = |values: &[String], found: &Option<String>| {
+            found.as_ref().is_some_and(|v| values.contains(v))
+        };
+        match self {
+            Filter::Ip(v) => any(v, &event.client.ip),
+            Filter::Address(v) => {
+                any(v, &event.sender.address)
+                    || event.recipients.iter().any(|r| any(v, &r.address.address))
+            }
+            Filter::Domain(v) => {
+                any(v, &event.sender.domain)
+                    || event.recipients.iter().any(|r| any(v, &r.address.domain))
+            }
+        }
+    }
+}
+
+/// What `ledger stats` reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// (class, direction, count), sorted.
+    pub counts: Vec<(String, String, u64)>,
+    pub total: u64,
+    pub oldest: Option<String>,
+    pub next_expiry: Option<String>,
+}
+
+/// Opens the stores `events.sinks` names, for the writer; fails at once if one cannot be
+/// opened.
+pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Store>>> {
+    if !config.events.enabled {
+        return Ok(Vec::new());
+    }
+    config
+        .events
+        .sinks
+        .iter()
+        .map(|kind| -> Result<Box<dyn Store>> {
+            Ok(match kind {
+                SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
+                SinkKind::Ledger => {
+                    Box::new(sqlite::SqliteStore::for_writer(&config.events.ledger)?)
+                }
+                SinkKind::Postgres => Box::new(postgres::PgStore::for_writer(config)?),
+                SinkKind::Log => Box::new(log::LogSink),
+            })
+        })
+        .collect()
+}
+
+/// Whether the ledger is the PostgreSQL one: sink `postgres` without sink `ledger`.
+pub fn ledger_on_postgres(config: &Config) -> bool {
+    let sinks = &config.events.sinks;
+    sinks.contains(&SinkKind::Postgres) && !sinks.contains(&SinkKind::Ledger)
+}
+
+/// Opens the ledger for the commands: PostgreSQL when events go there rather than to the
+/// SQLite ledger, otherwise SQLite.
+pub fn open_ledger(config: &Config) -> Result<Box<dyn Store>> {
+    if ledger_on_postgres(config) {
+        return Ok(Box::new(postgres::PgStore::connect(config)?));
+    }
+    Ok(Box::new(sqlite::SqliteStore::for_commands(
+        &config.events.ledger.path,
+    )?))
+}

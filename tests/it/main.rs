@@ -1,0 +1,42 @@
+//! The integration tests, one binary (linking the crate once instead of once per case): a
+//! module per case, each with its configuration files in `tests/<case>/`. `common` starts the
+//! milter in-process or as the real daemon and plays the MTA; `e2e` starts private Postfix and
+//! Sendmail instances. See docs/testing.md.
+
+mod common;
+mod e2e;
+
+mod abort;
+mod architecture;
+mod authenticated_submission;
+mod config_errors;
+mod daemon;
+mod disk_full;
+mod dry_run;
+mod durability;
+mod e2e_postfix;
+mod e2e_sendmail;
+mod events;
+mod forged_originating_ip;
+mod forged_transit_tag;
+mod hostile_input;
+mod inbound_external;
+mod internal;
+mod keys;
+mod ledger;
+mod local_submission;
+mod logging;
+mod mixed_recipients;
+mod no_header_actions;
+mod on_error;
+mod postgres;
+mod privacy;
+mod rcpt_mailer;
+mod relay;
+mod reload;
+mod rules_disabled;
+mod second_pass;
+mod shipped_config;
+mod trusted_network;
+mod unit_sandbox;
+mod webmail;
