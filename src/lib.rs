@@ -5,10 +5,11 @@
 //!
 //! ```text
 //! main.rs (the CLI)  ->  daemon / commands
-//! daemon             ->  callbacks -> session        (one per milter connection)
+//! daemon, track      ->  callbacks -> session        (one per milter connection)
 //! session            ->  classify, rules, event      (the pure core: facts in, edits out)
 //!                    ->  writer -> store             (group commit into SQLite, PostgreSQL,
 //!                                                     JSON lines, the log)
+//! track              ->  store, transit              (the MTA's log and queue after the milter)
 //! everything         ->  config -> keys, token, ip   (the leaves)
 //! ```
 //!
@@ -38,22 +39,27 @@ mod rules;
 mod session;
 mod store;
 mod token;
+mod track;
+mod transit;
 mod writer;
 
 pub use config::{Config, ConfigError, LogOverride, Overrides, Source, DEFAULT_PATH};
 pub use daemon::{run, Reload, Reloaded, SHUTDOWN_GRACE};
 pub use listener::Listener;
 pub use logging::{init as init_logging, report_error};
+pub use track::{run as track, Counts as TrackCounts, TrackError};
 
 /// Not a stable interface: what the crate's benches and tests use inside the crate.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::track::parse;
     pub use crate::{
         classify::Direction,
-        config::{Durability, Settings, SinkKind, Synchronous},
+        config::{Durability, Period, Settings, SinkKind, Synchronous},
         event::{Client, Event, Outcome, RecipientView, Retention, SCHEMA},
         privacy::AddressView,
         store::PURGE_CHUNK,
+        transit::State,
         writer::EventWriter,
     };
 }

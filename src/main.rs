@@ -51,6 +51,25 @@ enum Command {
     /// Open encrypted X-Originating-IP tokens (rules.originating_ip.mode = "encrypted").
     #[command(subcommand)]
     Ip(IpCommand),
+    /// Follow the MTA's log and queue, and record what became of the mail we pass on.
+    Track {
+        /// Read what the log holds now, check the queue once, and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// List transit messages: their state, how long they were held, their delivery attempts.
+    Transit {
+        /// Only those held at least this long (30s, 15m, 1h, 2d).
+        #[arg(long, value_name = "DURATION")]
+        held_longer_than: Option<String>,
+        /// Only those in these states (pending, deferred, acknowledged, removed, bounced,
+        /// expired, gone); repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        /// table or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +201,28 @@ fn main() -> ExitCode {
             Err(usage) => finish::<Usage>(Err(usage)),
         },
         Command::Ip(IpCommand::Decrypt { token }) => finish(commands::ip::decrypt(&config, &token)),
+        Command::Transit {
+            held_longer_than,
+            state,
+            format,
+        } => match transit_args(held_longer_than, &state) {
+            Ok((held, states)) => {
+                let format = if format == "json" {
+                    commands::transit::Format::Json
+                } else {
+                    commands::transit::Format::Table
+                };
+                finish(commands::transit::list(&config, held, &states, format))
+            }
+            Err(usage) => finish::<Usage>(Err(usage)),
+        },
+        Command::Track { once } => {
+            if let Err(e) = privacy_milter::init_logging(&config.log) {
+                privacy_milter::report_error(&e);
+                return ExitCode::FAILURE;
+            }
+            track(config, once)
+        }
         Command::Run => {
             if let Err(e) = privacy_milter::init_logging(&config.log) {
                 privacy_milter::report_error(&e);
@@ -208,6 +249,105 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The `transit` command's filters, or what is wrong with them.
+fn transit_args(
+    held_longer_than: Option<String>,
+    states: &[String],
+) -> Result<
+    (
+        Option<std::time::Duration>,
+        Vec<privacy_milter::internals::State>,
+    ),
+    Usage,
+> {
+    let held = held_longer_than
+        .map(|d| {
+            privacy_milter::internals::Period::try_from(d)
+                .map(|p| p.0)
+                .map_err(|e| Usage(format!("--held-longer-than: {e}")))
+        })
+        .transpose()?;
+    let states = states
+        .iter()
+        .map(|s| s.trim().parse().map_err(|e| Usage(format!("--state: {e}"))))
+        .collect::<Result<_, _>>()?;
+    Ok((held, states))
+}
+
+/// Runs `track` until SIGTERM or SIGINT (or, with `--once`, until the log is read).
+fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        );
+        let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = signals else {
+            return Err("cannot install the signal handlers".to_string());
+        };
+        let flag = Arc::clone(&stop);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => info!("SIGTERM: stopping"),
+                    _ = interrupt.recv() => info!("SIGINT: stopping"),
+                    _ = hangup.recv() => {
+                        info!("SIGHUP: nothing to reload; the tracker follows log rotation by itself");
+                        continue;
+                    }
+                }
+                flag.store(true, Ordering::Relaxed);
+                notify(&[NotifyState::Stopping]);
+            }
+        });
+        notify(&[NotifyState::Ready, NotifyState::Status("tracking")]);
+        let flag = Arc::clone(&stop);
+        tokio::task::spawn_blocking(move || privacy_milter::track(&config, once, flag))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| {
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    let more = c.to_string();
+                    if !text.contains(&more) {
+                        text = format!("{text}: {more}");
+                    }
+                    cause = c.source();
+                }
+                text
+            })
+    });
+    match result {
+        Ok(counts) => {
+            info!(
+                "stopped: {} log lines read, {} deliveries recorded, {} lines not understood",
+                counts.lines, counts.deliveries, counts.not_understood
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -6,16 +6,17 @@
 //! is all that is held that could concern it; with `hmac` the subject is looked up under
 //! every key still in the ring.
 
-use super::CommandError;
+use super::{transit::TransitView, CommandError};
 use crate::{
     config::{Config, SinkKind},
     event::Event,
     keys::{self, Key, Kind},
     privacy::Pseudonymiser,
     store::{self, Filter, Store},
+    transit::{State, Status},
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use std::{fmt::Write, net::IpAddr, path::Path, sync::Arc};
+use std::{collections::HashMap, fmt::Write, net::IpAddr, path::Path, sync::Arc};
 
 /// Who a request is about.
 #[derive(Clone, Debug)]
@@ -123,11 +124,53 @@ pub fn filter(subject: &Subject, config: &Config) -> Result<Filter, CommandError
 
 pub fn query(config: &Config, subject: &Subject, format: Format) -> Result<String, CommandError> {
     let filter = filter(subject, config)?;
-    let events = open(config)?.find(&filter)?;
+    let mut ledger = open(config)?;
+    let events = ledger.find(&filter)?;
+    let lifecycles = tracked(ledger.as_mut(), &events)?;
     Ok(match format {
-        Format::Json => serde_json::to_string_pretty(&events).expect("events serialise") + "\n",
-        _ => table(&filter, &events),
+        Format::Json => {
+            let values: Vec<serde_json::Value> = events
+                .iter()
+                .map(|e| with_lifecycle(e, &lifecycles))
+                .collect();
+            serde_json::to_string_pretty(&values).expect("events serialise") + "\n"
+        }
+        _ => table(&filter, &events, &lifecycles),
     })
+}
+
+/// What tracking recorded about these events' messages, by event id: only messages the
+/// tracker has seen something of (a transit message it has not yet met shows nothing).
+fn tracked(
+    ledger: &mut dyn Store,
+    events: &[Event],
+) -> Result<HashMap<uuid::Uuid, TransitView>, CommandError> {
+    let ids: Vec<uuid::Uuid> = events.iter().filter(|e| e.transit).map(|e| e.id).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let now = Utc::now();
+    Ok(ledger
+        .lifecycles(&ids)?
+        .iter()
+        .filter(|l| l.transit.state != State::Pending || !l.deliveries.is_empty())
+        .map(|l| (l.transit.event_id, TransitView::new(l, now)))
+        .collect())
+}
+
+/// The event as JSON, with its message's `lifecycle` when tracking recorded one.
+fn with_lifecycle(
+    event: &Event,
+    lifecycles: &HashMap<uuid::Uuid, TransitView>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(event).expect("events serialise");
+    if let (Some(view), Some(object)) = (lifecycles.get(&event.id), value.as_object_mut()) {
+        object.insert(
+            "lifecycle".into(),
+            serde_json::to_value(view).expect("views serialise"),
+        );
+    }
+    value
 }
 
 /// Deletes the subject's events and says how many; also says when some of them are still
@@ -181,10 +224,15 @@ pub fn export(
     until: Option<DateTime<Utc>>,
     format: Format,
 ) -> Result<String, CommandError> {
-    let events = open(config)?.export(since, until)?;
+    let mut ledger = open(config)?;
+    let events = ledger.export(since, until)?;
+    let lifecycles = tracked(ledger.as_mut(), &events)?;
     Ok(match format {
-        Format::Csv => csv(&events),
-        _ => events.iter().map(|e| e.to_json() + "\n").collect(),
+        Format::Csv => csv(&events, &lifecycles),
+        _ => events
+            .iter()
+            .map(|e| with_lifecycle(e, &lifecycles).to_string() + "\n")
+            .collect(),
     })
 }
 
@@ -213,7 +261,11 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("invalid time {text:?}: expected 2026-11-26 or 2026-11-26T18:00:00Z"))
 }
 
-fn table(filter: &Filter, events: &[Event]) -> String {
+fn table(
+    filter: &Filter,
+    events: &[Event],
+    lifecycles: &HashMap<uuid::Uuid, TransitView>,
+) -> String {
     let what = match filter {
         Filter::Ip(ip) => format!("client IP {}", ip.join(" or ")),
         Filter::Address(a) => format!("address {}", a.join(" or ")),
@@ -228,8 +280,8 @@ fn table(filter: &Filter, events: &[Event]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<24}  {:<12}  {:<10}  {:<9}  {:<18}  {:<24}  expires",
-        "time", "queue id", "outcome", "direction", "client", "sender"
+        "{:<24}  {:<12}  {:<10}  {:<9}  {:<18}  {:<24}  {:<24}  transit",
+        "time", "queue id", "outcome", "direction", "client", "sender", "expires"
     );
     for e in events {
         let sender = e
@@ -238,9 +290,20 @@ fn table(filter: &Filter, events: &[Event]) -> String {
             .as_deref()
             .or(e.sender.domain.as_deref())
             .unwrap_or("-");
+        let transit = lifecycles.get(&e.id).map_or_else(
+            || "-".to_string(),
+            |v| {
+                let sent = v
+                    .deliveries
+                    .iter()
+                    .filter(|d| d.status == Status::Sent)
+                    .count();
+                format!("{} ({sent} sent)", v.state)
+            },
+        );
         let _ = writeln!(
             out,
-            "{:<24}  {:<12}  {:<10}  {:<9}  {:<18}  {:<24}  {}",
+            "{:<24}  {:<12}  {:<10}  {:<9}  {:<18}  {:<24}  {:<24}  {transit}",
             e.time,
             e.queue_id.as_deref().unwrap_or("-"),
             e.outcome.as_str(),
@@ -253,7 +316,7 @@ fn table(filter: &Filter, events: &[Event]) -> String {
     out
 }
 
-fn csv(events: &[Event]) -> String {
+fn csv(events: &[Event], lifecycles: &HashMap<uuid::Uuid, TransitView>) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header = [
         "id",
@@ -272,10 +335,14 @@ fn csv(events: &[Event]) -> String {
         "actions",
         "retention_class",
         "expires_at",
+        "transit_state",
+        "acknowledged_at",
+        "removed_at",
     ];
     // Writing to memory cannot fail.
     w.write_record(header).expect("CSV into memory");
     for e in events {
+        let lifecycle = lifecycles.get(&e.id);
         let recipients: Vec<String> = e
             .recipients
             .iter()
@@ -310,6 +377,13 @@ fn csv(events: &[Event]) -> String {
             e.actions.join(" "),
             e.retention.class.clone(),
             e.retention.expires_at.clone(),
+            lifecycle.map(|v| v.state.to_string()).unwrap_or_default(),
+            lifecycle
+                .and_then(|v| v.acknowledged_at.clone())
+                .unwrap_or_default(),
+            lifecycle
+                .and_then(|v| v.removed_at.clone())
+                .unwrap_or_default(),
         ])
         .expect("CSV into memory");
     }

@@ -1,9 +1,10 @@
 //! The commands beside `run`: each answers once and exits. `ledger` answers for what the
-//! ledger holds (query, erase, export, stats, purge); `ip` opens encrypted
-//! `X-Originating-IP` tokens.
+//! ledger holds (query, erase, export, stats, purge); `transit` lists the mail we pass on and
+//! what became of it; `ip` opens encrypted `X-Originating-IP` tokens.
 
 pub mod ip;
 pub mod ledger;
+pub mod transit;
 
 use crate::{keys::KeyError, store::StoreError};
 

@@ -28,6 +28,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "events",
     "privacy",
     "retention",
+    "tracking",
 ];
 
 /// Settings given on the command line; they win over the file and the environment.

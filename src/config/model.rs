@@ -26,6 +26,7 @@ pub struct Settings {
     pub events: Events,
     pub privacy: Privacy,
     pub retention: Retention,
+    pub tracking: Tracking,
 }
 
 impl Default for Settings {
@@ -42,6 +43,7 @@ impl Default for Settings {
             events: Events::default(),
             privacy: Privacy::default(),
             retention: Retention::default(),
+            tracking: Tracking::default(),
         }
     }
 }
@@ -525,4 +527,52 @@ mod tests {
             "host=db user=pm password=*** dbname=privacy"
         );
     }
+}
+
+/// `privacy-milter track`: where the MTA's log is, and how the queue is watched.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracking {
+    pub mta: Mta,
+    pub source: LogSource,
+    /// The log file, for `source = "file"`.
+    pub path: PathBuf,
+    /// Where the tracker keeps its place in the log (file position or journal cursor).
+    pub state: PathBuf,
+    /// How often the queue is checked (Postfix: `postqueue -j`).
+    pub queue_interval: Period,
+    /// For a Postfix instance other than the default: its configuration directory.
+    pub postfix_config_dir: PathBuf,
+    /// Transit mail still queued after this is reported.
+    pub alert_after: Period,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self {
+            mta: Mta::Postfix,
+            source: LogSource::File,
+            path: "/var/log/mail.log".into(),
+            state: "/var/lib/privacy-milter/track.state".into(),
+            queue_interval: Period(std::time::Duration::from_secs(60)),
+            postfix_config_dir: PathBuf::new(),
+            alert_after: Period(std::time::Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mta {
+    Postfix,
+    Sendmail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// A log file followed across rotation (rsyslog's mail.log, Postfix's `maillog_file`).
+    File,
+    /// The systemd journal, through `journalctl`.
+    Journald,
 }

@@ -91,6 +91,22 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
     if s.retention.purge_interval.0.is_zero() {
         return Err(("retention.purge_interval", "must be longer than 0s".into()));
     }
+    let t = &s.tracking;
+    if t.queue_interval.0.is_zero() {
+        return Err(("tracking.queue_interval", "must be longer than 0s".into()));
+    }
+    if t.alert_after.0.is_zero() {
+        return Err(("tracking.alert_after", "must be longer than 0s".into()));
+    }
+    if t.source == super::LogSource::File && t.path.as_os_str().is_empty() {
+        return Err((
+            "tracking.path",
+            "is empty but tracking.source is \"file\"".into(),
+        ));
+    }
+    if t.state.as_os_str().is_empty() {
+        return Err(("tracking.state", "must name a file".into()));
+    }
     if s.needs_keys() && s.privacy.key_rotation.0.is_zero() {
         return Err(("privacy.key_rotation", "must be longer than 0s".into()));
     }

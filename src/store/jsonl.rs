@@ -7,6 +7,7 @@
 use crate::{
     event::Event,
     store::{Flush, Result, Store, StoreError},
+    transit::{Delivery, Transit},
 };
 use std::{
     fs::{File, OpenOptions},
@@ -36,6 +37,19 @@ impl JsonlSink {
     }
 }
 
+impl JsonlSink {
+    /// Appends whole lines in one `write` and makes them durable.
+    fn append(&mut self, buf: &[u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| StoreError::io(&self.path, e))
+    }
+}
+
 impl Store for JsonlSink {
     fn name(&self) -> &'static str {
         "jsonl"
@@ -47,10 +61,17 @@ impl Store for JsonlSink {
             serde_json::to_writer(&mut buf, event).expect("events always serialise");
             buf.push(b'\n');
         }
-        self.file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        self.append(&buf)?;
         Ok(None)
+    }
+
+    /// One line per delivery outcome (schema `privacy-milter.delivery.v1`), beside the events.
+    fn record_transit(&mut self, _transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
+        let mut buf = Vec::with_capacity(deliveries.len() * 384);
+        for delivery in deliveries {
+            buf.extend_from_slice(delivery.to_json().as_bytes());
+            buf.push(b'\n');
+        }
+        self.append(&buf)
     }
 }

@@ -3,6 +3,7 @@
 use crate::{
     event::Event,
     store::{Flush, Result, Store},
+    transit::{Delivery, Transit},
 };
 use std::sync::Arc;
 use tracing::info;
@@ -19,5 +20,12 @@ impl Store for LogSink {
             info!(target: "privacy_milter::event", queue_id = event.queue_id.as_deref().unwrap_or("-"), event = %event.to_json(), "event");
         }
         Ok(None)
+    }
+
+    fn record_transit(&mut self, _transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
+        for delivery in deliveries {
+            info!(target: "privacy_milter::delivery", queue_id = delivery.queue_id.as_str(), delivery = %delivery.to_json(), "delivery");
+        }
+        Ok(())
     }
 }

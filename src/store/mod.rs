@@ -17,6 +17,7 @@ pub mod sqlite;
 use crate::{
     config::{Config, SinkKind},
     event::Event,
+    transit::{Delivery, State, Transit},
 };
 use chrono::{DateTime, Utc};
 use std::{io, path::PathBuf, sync::Arc};
@@ -146,6 +147,30 @@ pub trait Store: Send {
     fn stats(&mut self) -> Result<Stats> {
         Err(StoreError::NotALedger(self.name()))
     }
+
+    /// The transit record of the message `queue_id` accepted on one of `hosts` (the latest
+    /// still open, else the latest); None when no transit event has that queue id.
+    fn transit(&mut self, _queue_id: &str, _hosts: &[String]) -> Result<Option<Transit>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// Records what tracking learnt, in one transaction: changed transit records and new
+    /// delivery outcomes (one already recorded, by its id, is left as is). Streams write each
+    /// delivery as a line (schema `privacy-milter.delivery.v1`) and keep no records.
+    fn record_transit(&mut self, _transits: &[Transit], _deliveries: &[Delivery]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The transit messages `query` selects, oldest first, with their deliveries.
+    fn transits(&mut self, _query: &TransitQuery) -> Result<Vec<Lifecycle>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// The lifecycles of these events (those that are transit messages), for `ledger query`
+    /// and `export`.
+    fn lifecycles(&mut self, _events: &[uuid::Uuid]) -> Result<Vec<Lifecycle>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
 }
 
 /// Deletes every event expired at `now`, a chunk at a time; returns how many.
@@ -169,7 +194,56 @@ pub enum Filter {
     Domain(Vec<String>),
 }
 
+/// The values under which the ledger finds an event: each IP, address and domain it holds,
+/// tagged with its kind (`i:`, `a:`, `d:`) so that values of different kinds never meet.
+pub(crate) fn subjects(event: &Event) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |kind: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            out.insert(format!("{kind}{v}"));
+        }
+    };
+    add("i:", &event.client.ip);
+    add("a:", &event.sender.address);
+    add("d:", &event.sender.domain);
+    for r in &event.recipients {
+        add("a:", &r.address.address);
+        add("d:", &r.address.domain);
+    }
+    out
+}
+
+/// The transit record a new event starts, if it is a transit message the MTA accepted
+/// under a queue id.
+pub(crate) fn transit_of(event: &Event) -> Option<Transit> {
+    if !event.transit || event.outcome != crate::event::Outcome::Accepted {
+        return None;
+    }
+    let queue_id = event.queue_id.as_deref()?;
+    let since = DateTime::parse_from_rfc3339(&event.time)
+        .ok()?
+        .with_timezone(&Utc);
+    let remote = event.recipients.iter().filter(|r| !r.local).count();
+    Some(Transit::new(
+        event.id,
+        &event.host,
+        queue_id,
+        since,
+        u32::try_from(remote).unwrap_or(u32::MAX),
+    ))
+}
+
 impl Filter {
+    /// The subject values to look up (see [`subjects`]).
+    pub(crate) fn subject_values(&self) -> Vec<String> {
+        let (kind, values) = match self {
+            Filter::Ip(v) => ("i:", v),
+            Filter::Address(v) => ("a:", v),
+            Filter::Domain(v) => ("d:", v),
+        };
+        values.iter().map(|v| format!("{kind}{v}")).collect()
+    }
+
     /// Whether `event` holds one of the values (as the ledger's queries would find it).
     pub fn matches(&self, event: &Event) -> bool {
         let any = |values: &[String], found: &Option<String>| {
@@ -187,6 +261,25 @@ impl Filter {
             }
         }
     }
+}
+
+/// What the ledger knows of a transit message after its event: its [`Transit`] record and
+/// the delivery attempts logged for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lifecycle {
+    pub transit: Transit,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Which transit messages `transit` lists.
+#[derive(Clone, Debug, Default)]
+pub struct TransitQuery {
+    /// Only these states (all when empty).
+    pub states: Vec<State>,
+    /// Only messages accepted before this (held longer than a given time).
+    pub since_before: Option<DateTime<Utc>>,
+    /// Only messages that may still be queued.
+    pub open_only: bool,
 }
 
 /// What `ledger stats` reports.
@@ -216,6 +309,26 @@ pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Store>>> {
                     Box::new(sqlite::SqliteStore::for_writer(&config.events.ledger)?)
                 }
                 SinkKind::Postgres => Box::new(postgres::PgStore::for_writer(config)?),
+                SinkKind::Log => Box::new(log::LogSink),
+            })
+        })
+        .collect()
+}
+
+/// Opens the stores `events.sinks` names for `privacy-milter track`: the ledgers as the
+/// commands do (no spool, no WAL keeper: the daemon's), the streams to append to.
+pub fn open_trackers(config: &Config) -> Result<Vec<Box<dyn Store>>> {
+    config
+        .events
+        .sinks
+        .iter()
+        .map(|kind| -> Result<Box<dyn Store>> {
+            Ok(match kind {
+                SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
+                SinkKind::Ledger => Box::new(sqlite::SqliteStore::for_tracker(
+                    &config.events.ledger.path,
+                )?),
+                SinkKind::Postgres => Box::new(postgres::PgStore::connect(config)?),
                 SinkKind::Log => Box::new(log::LogSink),
             })
         })

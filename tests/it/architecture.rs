@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["session"],
     &["writer"],
     &["store"],
-    &["rules", "event", "classify", "privacy", "facts"],
+    &["rules", "event", "classify", "privacy", "facts", "transit"],
     &["config", "logging"],
     &["keys", "token", "ip"],
 ];

@@ -246,8 +246,14 @@ pub struct Milter {
 
 impl Milter {
     /// Writes the configuration (`extra` is TOML appended to the harness's own keys: put
-    /// tables there, e.g. `[networks]`) and starts the milter under `dir`.
+    /// tables there, e.g. `[networks]`) and starts the milter under `dir`; events go to
+    /// `events.jsonl` beside the configuration.
     pub fn start(dir: &Path, socket: Socket, extra: &str) -> Self {
+        Self::start_with_events(dir, socket, &["jsonl"], extra)
+    }
+
+    /// The same, with these sinks (`ledger` is `ledger.sqlite` beside the configuration).
+    pub fn start_with_events(dir: &Path, socket: Socket, sinks: &[&str], extra: &str) -> Self {
         let mdir = dir.join("milter");
         fs::create_dir_all(&mdir).unwrap();
         // Postfix's smtpd (user postfix) must traverse to the socket.
@@ -274,23 +280,30 @@ socket_group = "{group}"
 level = "debug"
 
 [events]
-sinks = ["jsonl"]
+sinks = {sinks:?}
 
 [events.jsonl]
 path = "{events}"
 
-[privacy]
-ip = "full"
-address = "full"
+[events.ledger]
+path = "{ledger}"
 
+{privacy}
 {extra}
 "#,
+            // Addresses and IPs in full, unless the test sets its own policy.
+            privacy = if extra.contains("[privacy]") {
+                ""
+            } else {
+                "[privacy]\nip = \"full\"\naddress = \"full\"\n"
+            },
             group = if socket == Socket::Unix {
                 "postfix"
             } else {
                 ""
             },
             events = events_path.display(),
+            ledger = mdir.join("ledger.sqlite").display(),
         );
         let config_path = mdir.join("privacy-milter.toml");
         fs::write(&config_path, config).unwrap();
@@ -309,13 +322,13 @@ address = "full"
         milter
     }
 
-    fn binary() -> &'static str {
+    pub fn binary() -> &'static str {
         env!("CARGO_BIN_EXE_privacy-milter")
     }
 
     /// The milter reads every `PRIVACY_MILTER_*` variable as a configuration key and refuses
     /// unknown ones, so the harness's own (`PRIVACY_MILTER_E2E`, ...) must not reach it.
-    fn command() -> Command {
+    pub fn command() -> Command {
         let mut cmd = Command::new(Self::binary());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PRIVACY_MILTER_") {
@@ -492,13 +505,20 @@ impl Delivered {
 
 impl Sink {
     pub fn start(dir: &Path) -> Self {
-        let sdir = dir.join("sink");
+        Self::start_with(dir, "sink", &[])
+    }
+
+    /// A sink in `dir/NAME` with more smtp-sink options: `["-r", "RCPT"]` defers every
+    /// recipient (4xx), `["-f", "RCPT"]` refuses them (5xx).
+    pub fn start_with(dir: &Path, name: &str, options: &[&str]) -> Self {
+        let sdir = dir.join(name);
         fs::create_dir_all(&sdir).unwrap();
         chown(&sdir, "nobody");
         let port = free_port();
         let proc = Group::spawn(
             "smtp-sink",
             Command::new(sbin("smtp-sink"))
+                .args(options)
                 .arg("-u")
                 .arg("nobody")
                 .arg("-d")

@@ -16,7 +16,8 @@
 use crate::{
     config::Config,
     event::{stamp, Event},
-    store::{Filter, Result, Stats, StoreError},
+    store::{subjects, transit_of, Filter, Lifecycle, Result, Stats, StoreError, TransitQuery},
+    transit::{Delivery, State, Transit},
 };
 use chrono::{DateTime, Utc};
 use postgres::{config::SslMode, Client, NoTls};
@@ -30,9 +31,14 @@ use std::{
     time::Duration,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
+use uuid::Uuid;
 
-/// Each entry migrates the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &["
+/// Each entry migrates the schema from version `index` to `index + 1`. Version 2 is the
+/// SQLite ledger's version 2 (see `store::sqlite::db`): one `subjects` index instead of one
+/// per column, and the tables of transit tracking; no transit records are made for the
+/// events of before, which nothing tracked.
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE events (
         id UUID PRIMARY KEY,
         seq BIGINT GENERATED ALWAYS AS IDENTITY,
@@ -61,7 +67,55 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX recipients_event ON recipients (event_id);
     CREATE INDEX recipients_address ON recipients (address);
     CREATE INDEX recipients_domain ON recipients (domain);
-"];
+",
+    "
+    ALTER TABLE events ADD COLUMN queue_id TEXT;
+    UPDATE events SET queue_id = body::jsonb ->> 'queue_id';
+    CREATE UNIQUE INDEX events_seq ON events (seq);
+    CREATE TABLE subjects (
+        value TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (value, seq)
+    );
+    INSERT INTO subjects (value, seq)
+    SELECT 'i:' || client_ip, seq FROM events WHERE client_ip IS NOT NULL
+    UNION SELECT 'a:' || sender_address, seq FROM events WHERE sender_address IS NOT NULL
+    UNION SELECT 'd:' || sender_domain, seq FROM events WHERE sender_domain IS NOT NULL
+    UNION SELECT 'a:' || r.address, e.seq FROM recipients r JOIN events e ON e.id = r.event_id
+        WHERE r.address IS NOT NULL
+    UNION SELECT 'd:' || r.domain, e.seq FROM recipients r JOIN events e ON e.id = r.event_id
+        WHERE r.domain IS NOT NULL;
+    DROP TABLE recipients;
+    ALTER TABLE events DROP COLUMN client_ip, DROP COLUMN sender_address,
+        DROP COLUMN sender_domain;
+    CREATE TABLE transit (
+        seq BIGINT PRIMARY KEY,
+        queue_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        since TIMESTAMPTZ NOT NULL,
+        acknowledged_at TIMESTAMPTZ,
+        removed_at TIMESTAMPTZ,
+        remote INTEGER NOT NULL,
+        sent INTEGER NOT NULL,
+        bounced INTEGER NOT NULL,
+        alerts INTEGER NOT NULL
+    );
+    CREATE INDEX transit_queue_id ON transit (queue_id, host);
+    CREATE INDEX transit_state ON transit (state, since);
+    CREATE TABLE deliveries (
+        seq BIGINT NOT NULL,
+        id TEXT NOT NULL,
+        time TIMESTAMPTZ NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (seq, id)
+    );
+",
+];
+
+/// A transit record's columns, then its event's id and `seq`.
+const TRANSIT_COLUMNS: &str = "t.queue_id, t.host, t.state, t.since, t.acknowledged_at,
+    t.removed_at, t.remote, t.sent, t.bounced, t.alerts, e.id, t.seq";
 
 /// Key of the advisory lock held while migrating (any constant; "pmledger").
 const MIGRATION_LOCK: i64 = 0x706d_6c65_6467_6572;
@@ -290,22 +344,27 @@ impl Database {
         &self.url
     }
 
-    /// Stores a batch in one transaction; an event already stored (same id) is left as is.
-    /// Returns how many were new.
+    /// Stores a batch in one transaction, with the events' subjects and transit records; an
+    /// event already stored (same id) is left as is. Returns how many were new.
     pub fn insert(&self, events: &[Event]) -> Result<usize> {
         let mut client = self.pool.get()?;
         let mut tx = client.transaction()?;
         let event_stmt = tx.prepare(
             "INSERT INTO events (id, time, expires_at, class, direction, outcome, host,
-                 client_ip, sender_address, sender_domain, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (id) DO NOTHING",
+                 queue_id, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (id) DO NOTHING RETURNING seq",
         )?;
-        let rcpt_stmt =
-            tx.prepare("INSERT INTO recipients (event_id, address, domain) VALUES ($1, $2, $3)")?;
+        let subject_stmt =
+            tx.prepare("INSERT INTO subjects (value, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")?;
+        let transit_stmt = tx.prepare(
+            "INSERT INTO transit (seq, queue_id, host, state, since, acknowledged_at,
+                 removed_at, remote, sent, bounced, alerts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+        )?;
         let mut new = 0;
         for e in events {
-            let inserted = tx.execute(
+            let inserted = tx.query_opt(
                 &event_stmt,
                 &[
                     &e.id,
@@ -315,66 +374,73 @@ impl Database {
                     &e.direction.as_str(),
                     &e.outcome.as_str(),
                     &e.host,
-                    &e.client.ip,
-                    &e.sender.address,
-                    &e.sender.domain,
+                    &e.queue_id,
                     &e.to_json(),
                 ],
             )?;
-            if inserted == 1 {
-                new += 1;
-                for r in &e.recipients {
-                    tx.execute(&rcpt_stmt, &[&e.id, &r.address.address, &r.address.domain])?;
-                }
+            let Some(row) = inserted else {
+                continue;
+            };
+            new += 1;
+            let seq: i64 = row.get(0);
+            for value in subjects(e) {
+                tx.execute(&subject_stmt, &[&value, &seq])?;
+            }
+            if let Some(t) = transit_of(e) {
+                let counts = [t.remote, t.sent, t.bounced, t.alerts].map(|n| n as i32);
+                tx.execute(
+                    &transit_stmt,
+                    &[
+                        &seq,
+                        &t.queue_id,
+                        &t.host,
+                        &t.state.as_str(),
+                        &t.since,
+                        &t.acknowledged_at,
+                        &t.removed_at,
+                        &counts[0],
+                        &counts[1],
+                        &counts[2],
+                        &counts[3],
+                    ],
+                )?;
             }
         }
         tx.commit()?;
         Ok(new)
     }
 
-    /// Deletes at most `limit` expired events in one statement (well inside
-    /// `statement_timeout` however large the backlog); returns how many.
+    /// Deletes at most `limit` expired events (well inside `statement_timeout` however large
+    /// the backlog) with everything that hangs on them; returns how many.
     pub fn purge_some(&self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
-        let n = self.pool.get()?.execute(
-            "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+        let mut client = self.pool.get()?;
+        let mut tx = client.transaction()?;
+        let rows = tx.query(
+            "SELECT seq, body FROM events WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
             &[&now, &(limit as i64)],
         )?;
-        Ok(n as usize)
-    }
-
-    /// A subquery for the ids of the matching events (its one parameter: the values).
-    fn matching_ids_sql(filter: &Filter) -> (&'static str, &Vec<String>) {
-        match filter {
-            Filter::Ip(v) => ("SELECT id FROM events WHERE client_ip = ANY($1)", v),
-            Filter::Address(v) => (
-                "SELECT id FROM events WHERE sender_address = ANY($1)
-                 UNION SELECT event_id FROM recipients WHERE address = ANY($1)",
-                v,
-            ),
-            Filter::Domain(v) => (
-                "SELECT id FROM events WHERE sender_domain = ANY($1)
-                 UNION SELECT event_id FROM recipients WHERE domain = ANY($1)",
-                v,
-            ),
-        }
+        let n = delete(&mut tx, &rows)?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// The events matching `filter`, oldest first.
     pub fn find(&self, filter: &Filter) -> Result<Vec<Event>> {
-        let (ids, values) = Self::matching_ids_sql(filter);
-        let sql = format!("SELECT body FROM events WHERE id IN ({ids}) ORDER BY time, id");
-        self.bodies(&sql, &[values])
+        let values = filter.subject_values();
+        let rows = self.pool.get()?.query(MATCHING_SQL, &[&values])?;
+        rows.iter().map(|r| event(r.get(1))).collect()
     }
 
-    /// Deletes the events matching `filter`; returns how many.
+    /// Deletes the events matching `filter`, with their transit records and deliveries;
+    /// returns how many.
     pub fn erase(&self, filter: &Filter) -> Result<usize> {
-        let (ids, values) = Self::matching_ids_sql(filter);
-        let n = self.pool.get()?.execute(
-            format!("DELETE FROM events WHERE id IN ({ids})").as_str(),
-            &[values],
-        )?;
-        Ok(n as usize)
+        let values = filter.subject_values();
+        let mut client = self.pool.get()?;
+        let mut tx = client.transaction()?;
+        let rows = tx.query(MATCHING_SQL, &[&values])?;
+        let n = delete(&mut tx, &rows)?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Events with `since <= time < until`, oldest first.
@@ -383,26 +449,113 @@ impl Database {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<Event>> {
-        self.bodies(
+        let rows = self.pool.get()?.query(
             "SELECT body FROM events
              WHERE ($1::timestamptz IS NULL OR time >= $1)
                AND ($2::timestamptz IS NULL OR time < $2)
-             ORDER BY time, id",
+             ORDER BY time, seq",
             &[&since, &until],
-        )
+        )?;
+        rows.iter().map(|r| event(r.get(0))).collect()
     }
 
-    fn bodies(
-        &self,
-        sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Event>> {
-        let rows = self.pool.get()?.query(sql, params)?;
+    /// The transit record of the message `queue_id` accepted on one of `hosts` (any host
+    /// when `hosts` is empty): the latest still open, else the latest.
+    pub fn transit(&self, queue_id: &str, hosts: &[String]) -> Result<Option<Transit>> {
+        let row = self.pool.get()?.query_opt(
+            format!(
+                "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
+                 WHERE t.queue_id = $1 AND (cardinality($2::text[]) = 0 OR t.host = ANY($2))
+                 ORDER BY t.state IN ('pending', 'deferred', 'acknowledged') DESC, t.seq DESC
+                 LIMIT 1"
+            )
+            .as_str(),
+            &[&queue_id, &hosts],
+        )?;
+        row.map(|r| transit_from_row(&r).map(|(t, _)| t))
+            .transpose()
+    }
+
+    /// Saves changed transit records and new deliveries in one transaction.
+    pub fn record_transit(&self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
+        let mut client = self.pool.get()?;
+        let mut tx = client.transaction()?;
+        let update = tx.prepare(
+            "UPDATE transit SET queue_id = $2, state = $3, acknowledged_at = $4,
+                 removed_at = $5, sent = $6, bounced = $7, alerts = $8
+             WHERE seq = (SELECT seq FROM events WHERE id = $1)",
+        )?;
+        for t in transits {
+            let counts = [t.sent, t.bounced, t.alerts].map(|n| n as i32);
+            tx.execute(
+                &update,
+                &[
+                    &t.event_id,
+                    &t.queue_id,
+                    &t.state.as_str(),
+                    &t.acknowledged_at,
+                    &t.removed_at,
+                    &counts[0],
+                    &counts[1],
+                    &counts[2],
+                ],
+            )?;
+        }
+        let insert = tx.prepare(
+            "INSERT INTO deliveries (seq, id, time, body)
+             SELECT seq, $2, $3, $4 FROM events WHERE id = $1 ON CONFLICT DO NOTHING",
+        )?;
+        for d in deliveries {
+            tx.execute(
+                &insert,
+                &[&d.event_id, &d.id, &instant(&d.time)?, &d.to_json()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The transit messages `query` selects, oldest first, with their deliveries.
+    pub fn transits(&self, query: &TransitQuery) -> Result<Vec<Lifecycle>> {
+        let states: Vec<&str> = State::ALL
+            .iter()
+            .filter(|s| query.states.is_empty() || query.states.contains(s))
+            .filter(|s| !query.open_only || s.is_open())
+            .map(|s| s.as_str())
+            .collect();
+        let mut client = self.pool.get()?;
+        let rows = client.query(
+            format!(
+                "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
+                 WHERE t.state = ANY($1) AND ($2::timestamptz IS NULL OR t.since < $2)
+                 ORDER BY t.since, t.seq"
+            )
+            .as_str(),
+            &[&states, &query.since_before],
+        )?;
         rows.iter()
             .map(|r| {
-                let body: &str = r.get(0);
-                serde_json::from_str(body)
-                    .map_err(|e| StoreError::Other(format!("an event in the ledger: {e}")))
+                let (transit, seq) = transit_from_row(r)?;
+                lifecycle(&mut client, transit, seq)
+            })
+            .collect()
+    }
+
+    /// The lifecycles of those of `events` that are transit messages.
+    pub fn lifecycles(&self, events: &[Uuid]) -> Result<Vec<Lifecycle>> {
+        let mut client = self.pool.get()?;
+        let rows = client.query(
+            format!(
+                "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
+                 WHERE e.id = ANY($1) ORDER BY t.since, t.seq"
+            )
+            .as_str(),
+            &[&events],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let (transit, seq) = transit_from_row(r)?;
+                lifecycle(&mut client, transit, seq)
             })
             .collect()
     }
@@ -429,4 +582,88 @@ impl Database {
             next_expiry: row.get::<_, Option<DateTime<Utc>>>(2).map(stamp),
         })
     }
+}
+
+/// The events one of whose subjects is in $1, oldest first.
+const MATCHING_SQL: &str = "SELECT seq, body FROM events
+    WHERE seq IN (SELECT seq FROM subjects WHERE value = ANY($1)) ORDER BY time, seq";
+
+fn event(body: &str) -> Result<Event> {
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Other(format!("an event in the ledger: {e}")))
+}
+
+/// Deletes the events of `rows` (`seq`, `body`) and everything that hangs on them.
+fn delete(tx: &mut postgres::Transaction<'_>, rows: &[postgres::Row]) -> Result<usize> {
+    let mut seqs: Vec<i64> = Vec::with_capacity(rows.len());
+    let (mut values, mut of): (Vec<String>, Vec<i64>) = (Vec::new(), Vec::new());
+    for row in rows {
+        let seq: i64 = row.get(0);
+        seqs.push(seq);
+        match serde_json::from_str::<Event>(row.get(1)) {
+            Ok(event) => {
+                for value in subjects(&event) {
+                    values.push(value);
+                    of.push(seq);
+                }
+            }
+            // A body that cannot be read: its subjects are found by a scan.
+            Err(_) => {
+                tx.execute("DELETE FROM subjects WHERE seq = $1", &[&seq])?;
+            }
+        }
+    }
+    tx.execute(
+        "DELETE FROM subjects WHERE (value, seq) IN
+             (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+        &[&values, &of],
+    )?;
+    for table in ["deliveries", "transit"] {
+        tx.execute(
+            format!("DELETE FROM {table} WHERE seq = ANY($1)").as_str(),
+            &[&seqs],
+        )?;
+    }
+    let n = tx.execute("DELETE FROM events WHERE seq = ANY($1)", &[&seqs])?;
+    Ok(n as usize)
+}
+
+/// A transit record and its event's `seq` from a row of [`TRANSIT_COLUMNS`].
+fn transit_from_row(r: &postgres::Row) -> Result<(Transit, i64)> {
+    let state: String = r.get(2);
+    let count = |i: usize| r.get::<_, i32>(i).max(0) as u32;
+    Ok((
+        Transit {
+            queue_id: r.get(0),
+            host: r.get(1),
+            state: state.parse().map_err(StoreError::Other)?,
+            since: r.get(3),
+            acknowledged_at: r.get(4),
+            removed_at: r.get(5),
+            remote: count(6),
+            sent: count(7),
+            bounced: count(8),
+            alerts: count(9),
+            event_id: r.get(10),
+        },
+        r.get(11),
+    ))
+}
+
+fn lifecycle(client: &mut Client, transit: Transit, seq: i64) -> Result<Lifecycle> {
+    let rows = client.query(
+        "SELECT body FROM deliveries WHERE seq = $1 ORDER BY time, id",
+        &[&seq],
+    )?;
+    let deliveries = rows
+        .iter()
+        .map(|r| {
+            serde_json::from_str(r.get(0))
+                .map_err(|e| StoreError::Other(format!("a delivery in the ledger: {e}")))
+        })
+        .collect::<Result<Vec<Delivery>>>()?;
+    Ok(Lifecycle {
+        transit,
+        deliveries,
+    })
 }

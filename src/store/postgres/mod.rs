@@ -26,7 +26,8 @@ mod spool;
 use crate::{
     config::Config,
     event::Event,
-    store::{Filter, Flush, Result, Stats, Store, StoreError},
+    store::{Filter, Flush, Lifecycle, Result, Stats, Store, StoreError, TransitQuery},
+    transit::{Delivery, Transit},
 };
 use chrono::{DateTime, Utc};
 use db::Database;
@@ -214,6 +215,22 @@ impl Store for PgStore {
 
     fn stats(&mut self) -> Result<Stats> {
         self.db.stats()
+    }
+
+    fn transit(&mut self, queue_id: &str, hosts: &[String]) -> Result<Option<Transit>> {
+        self.db.transit(queue_id, hosts)
+    }
+
+    fn record_transit(&mut self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
+        self.db.record_transit(transits, deliveries)
+    }
+
+    fn transits(&mut self, query: &TransitQuery) -> Result<Vec<Lifecycle>> {
+        self.db.transits(query)
+    }
+
+    fn lifecycles(&mut self, events: &[uuid::Uuid]) -> Result<Vec<Lifecycle>> {
+        self.db.lifecycles(events)
     }
 }
 

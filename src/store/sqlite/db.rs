@@ -1,11 +1,13 @@
 //! The ledger's SQLite database: schema, migrations and every query. Each event is kept
-//! whole as JSON; the columns beside it exist for the indexes that expiry, search and
-//! statistics need. The schema is versioned with `PRAGMA user_version` and migrated at open.
+//! whole as JSON; the columns beside it exist for the indexes that expiry, export and
+//! statistics need, and `subjects` holds, per event, the values an access or erasure request
+//! looks it up by. The schema is versioned with `PRAGMA user_version` and migrated at open.
 
 use crate::{
     config::Synchronous,
     event::{stamp, Event},
-    store::{Filter, Result, Stats, StoreError},
+    store::{subjects, transit_of, Filter, Lifecycle, Result, Stats, StoreError, TransitQuery},
+    transit::{Delivery, State, Transit},
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -14,9 +16,10 @@ use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
+use uuid::Uuid;
 
-/// Each entry migrates the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &["
+/// The first schema: the columns of each lookup, with an index each.
+const V1: &str = "
     CREATE TABLE events (
         id TEXT PRIMARY KEY,
         time TEXT NOT NULL,
@@ -43,14 +46,127 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX recipients_event ON recipients (event_id);
     CREATE INDEX recipients_address ON recipients (address);
     CREATE INDEX recipients_domain ON recipients (domain);
-"];
+";
+
+/// The second schema (tables; `migrate_v2` moves the events over). An event touches few
+/// pages: its row in arrival order (`seq`), the id, time and expiry indexes, which all grow at
+/// their end, and one `subjects` row per IP, address or domain it holds, in one index
+/// instead of eight. Transit messages get a `transit` record and their `deliveries`.
+const V2: &str = "
+    CREATE TABLE events_v2 (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        time TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        class TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        host TEXT NOT NULL,
+        queue_id TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE subjects (
+        value TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (value, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE transit (
+        seq INTEGER PRIMARY KEY,
+        queue_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        since TEXT NOT NULL,
+        acknowledged_at TEXT,
+        removed_at TEXT,
+        remote INTEGER NOT NULL,
+        sent INTEGER NOT NULL,
+        bounced INTEGER NOT NULL,
+        alerts INTEGER NOT NULL
+    );
+    CREATE INDEX transit_queue_id ON transit (queue_id);
+    CREATE INDEX transit_state ON transit (state, since);
+    CREATE TABLE deliveries (
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        time TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (seq, id)
+    ) WITHOUT ROWID;
+";
+
+/// After [`V2`]: the old tables go, the new events table takes their name.
+const V2_FINISH: &str = "
+    DROP TABLE recipients;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_expires_at ON events (expires_at);
+    CREATE INDEX events_time ON events (time);
+";
+
+/// The schema's current version (`PRAGMA user_version`).
+const VERSION: usize = 2;
+
+const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
+    (id, time, expires_at, class, direction, outcome, host, queue_id, body)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_SUBJECT: &str = "INSERT OR IGNORE INTO subjects (value, seq) VALUES (?1, ?2)";
+const INSERT_TRANSIT: &str = "INSERT OR IGNORE INTO transit
+    (seq, queue_id, host, state, since, acknowledged_at, removed_at, remote, sent, bounced, alerts)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// At most ?2 events expired by ?1, the oldest expiry first.
-const PURGE_SQL: &str = "DELETE FROM events WHERE id IN
-    (SELECT id FROM events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
+const EXPIRED_SQL: &str =
+    "SELECT seq, body FROM events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+
+/// The events one of whose subjects is in (#), oldest first.
+const MATCHING_SQL: &str = "SELECT seq, body FROM events
+    WHERE seq IN (SELECT seq FROM subjects WHERE value IN (#)) ORDER BY time, seq";
+
+const DELETE_SUBJECT: &str = "DELETE FROM subjects WHERE value = ?1 AND seq = ?2";
+/// Only where an event's body cannot be read: the subjects are then found by a scan.
+const DELETE_SUBJECTS_BY_SCAN: &str = "DELETE FROM subjects WHERE seq = ?1";
+const DELETE_DELIVERIES: &str = "DELETE FROM deliveries WHERE seq = ?1";
+const DELETE_TRANSIT: &str = "DELETE FROM transit WHERE seq = ?1";
+const DELETE_EVENT: &str = "DELETE FROM events WHERE seq = ?1";
 
 /// The events with ?1 <= time < ?2, oldest first.
-const EXPORT_SQL: &str = "SELECT body FROM events WHERE time >= ?1 AND time < ?2 ORDER BY time, id";
+const EXPORT_SQL: &str =
+    "SELECT body FROM events WHERE time >= ?1 AND time < ?2 ORDER BY time, seq";
+
+/// A transit record's columns, then its event's id.
+const TRANSIT_COLUMNS: &str = "t.queue_id, t.host, t.state, t.since, t.acknowledged_at,
+    t.removed_at, t.remote, t.sent, t.bounced, t.alerts, e.id, t.seq";
+
+/// The transit record of queue id ?1: the latest still open, else the latest.
+fn transit_by_queue_id_sql() -> String {
+    format!(
+        "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
+         WHERE t.queue_id = ?1
+         ORDER BY t.state IN ('pending', 'deferred', 'acknowledged') DESC, t.seq DESC LIMIT 1"
+    )
+}
+
+/// The transit records in the states (#) accepted before ?1, oldest first.
+fn transits_sql() -> String {
+    format!(
+        "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
+         WHERE t.state IN (#) AND t.since < ?1 ORDER BY t.since, t.seq"
+    )
+}
+
+/// The transit record of the event ?1.
+fn transit_of_event_sql() -> String {
+    format!(
+        "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq WHERE e.id = ?1"
+    )
+}
+
+const UPDATE_TRANSIT: &str = "UPDATE transit SET queue_id = ?2, state = ?3,
+    acknowledged_at = ?4, removed_at = ?5, sent = ?6, bounced = ?7, alerts = ?8
+    WHERE seq = (SELECT seq FROM events WHERE id = ?1)";
+const INSERT_DELIVERY: &str = "INSERT OR IGNORE INTO deliveries (seq, id, time, body)
+    SELECT seq, ?2, ?3, ?4 FROM events WHERE id = ?1";
+const DELIVERIES_SQL: &str = "SELECT body FROM deliveries WHERE seq = ?1 ORDER BY time, id";
 
 /// How long a connection waits for another one's lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,10 +239,14 @@ impl Db {
         let version: usize = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        for next in version + 1..=VERSION {
             let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
+            match next {
+                1 => tx.execute_batch(V1)?,
+                2 => migrate_v2(&tx)?,
+                _ => unreachable!("no migration to version {next}"),
+            }
+            tx.pragma_update(None, "user_version", next)?;
             tx.commit()?;
         }
         Ok(())
@@ -211,59 +331,53 @@ impl Db {
         self.sql(result)
     }
 
-    /// Deletes at most `limit` expired events, oldest expiry first, in one transaction;
-    /// returns how many.
+    /// Deletes at most `limit` expired events, oldest expiry first, with their subjects,
+    /// transit records and deliveries, in one transaction; returns how many.
     pub fn purge_some(&mut self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
-        self.sql(
-            self.conn
-                .execute(PURGE_SQL, params![stamp(now), limit as i64]),
-        )
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let expired = rows(&tx, EXPIRED_SQL, params![stamp(now), limit as i64])?;
+            delete(&tx, &expired)?;
+            tx.commit()?;
+            Ok(expired.len())
+        })();
+        self.sql(result)
     }
 
-    /// A subquery for the ids of the matching events, and its parameters.
-    fn matching_ids_sql(filter: &Filter) -> (String, &[String]) {
-        let (values, template) = match filter {
-            Filter::Ip(v) => (v, "SELECT id FROM events WHERE client_ip IN (#)"),
-            Filter::Address(v) => (
-                v,
-                "SELECT id FROM events WHERE sender_address IN (#)
-                 UNION SELECT event_id FROM recipients WHERE address IN (#)",
-            ),
-            Filter::Domain(v) => (
-                v,
-                "SELECT id FROM events WHERE sender_domain IN (#)
-                 UNION SELECT event_id FROM recipients WHERE domain IN (#)",
-            ),
-        };
+    /// [`MATCHING_SQL`] for `filter`, and its parameters.
+    fn matching_sql(filter: &Filter) -> (String, Vec<String>) {
+        let values = filter.subject_values();
         let marks = (1..=values.len())
             .map(|i| format!("?{i}"))
             .collect::<Vec<_>>()
             .join(", ");
-        (template.replace('#', &marks), values.as_slice())
-    }
-
-    fn find_sql(filter: &Filter) -> (String, &[String]) {
-        let (ids, values) = Self::matching_ids_sql(filter);
-        let sql = format!("SELECT body FROM events WHERE id IN ({ids}) ORDER BY time, id");
-        (sql, values)
-    }
-
-    fn erase_sql(filter: &Filter) -> (String, &[String]) {
-        let (ids, values) = Self::matching_ids_sql(filter);
-        (format!("DELETE FROM events WHERE id IN ({ids})"), values)
+        (MATCHING_SQL.replace('#', &marks), values)
     }
 
     /// The events matching `filter`, oldest first.
     pub fn find(&self, filter: &Filter) -> Result<Vec<Event>> {
-        let (sql, values) = Self::find_sql(filter);
-        self.bodies(&sql, rusqlite::params_from_iter(values))
+        let (sql, values) = Self::matching_sql(filter);
+        let result = rows(&self.conn, &sql, rusqlite::params_from_iter(values));
+        let found = self.sql(result)?;
+        found
+            .into_iter()
+            .map(|(_, body)| self.event(&body))
+            .collect()
     }
 
-    /// Deletes the events matching `filter` (their rows zeroed by `secure_delete`); returns
-    /// how many. Their old copies stay in the WAL until it is truncated.
+    /// Deletes the events matching `filter`, with their transit records and deliveries
+    /// (their rows zeroed by `secure_delete`); returns how many. Their old copies stay in the
+    /// WAL until it is truncated.
     pub fn erase(&mut self, filter: &Filter) -> Result<usize> {
-        let (sql, values) = Self::erase_sql(filter);
-        self.sql(self.conn.execute(&sql, rusqlite::params_from_iter(values)))
+        let (sql, values) = Self::matching_sql(filter);
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let found = rows(&tx, &sql, rusqlite::params_from_iter(values))?;
+            delete(&tx, &found)?;
+            tx.commit()?;
+            Ok(found.len())
+        })();
+        self.sql(result)
     }
 
     /// Events with `since <= time < until`, oldest first.
@@ -275,6 +389,134 @@ impl Db {
         let since = since.map(stamp).unwrap_or_default();
         let until = until.map(stamp).unwrap_or_else(|| "~".into());
         self.bodies(EXPORT_SQL, params![since, until])
+    }
+
+    fn event(&self, body: &str) -> Result<Event> {
+        serde_json::from_str(body).map_err(|e| StoreError::Sqlite {
+            path: self.path.clone(),
+            source: rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            ),
+        })
+    }
+
+    /// The transit record of the message `queue_id` (see [`Store::transit`]).
+    ///
+    /// [`Store::transit`]: crate::store::Store::transit
+    pub fn transit(&self, queue_id: &str) -> Result<Option<Transit>> {
+        let result = self
+            .conn
+            .query_row(&transit_by_queue_id_sql(), [queue_id], transit_from_row)
+            .optional();
+        Ok(self.sql(result)?.map(|(transit, _)| transit))
+    }
+
+    /// Saves changed transit records and new deliveries in one transaction.
+    pub fn record_transit(&mut self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut update = tx.prepare_cached(UPDATE_TRANSIT)?;
+                for t in transits {
+                    update.execute(params![
+                        t.event_id.to_string(),
+                        t.queue_id,
+                        t.state.as_str(),
+                        t.acknowledged_at.map(stamp),
+                        t.removed_at.map(stamp),
+                        t.sent,
+                        t.bounced,
+                        t.alerts,
+                    ])?;
+                }
+                let mut insert = tx.prepare_cached(INSERT_DELIVERY)?;
+                for d in deliveries {
+                    insert.execute(params![d.event_id.to_string(), d.id, d.time, d.to_json()])?;
+                }
+            }
+            tx.commit()
+        })();
+        self.sql(result)
+    }
+
+    /// The transit messages `query` selects, oldest first, with their deliveries.
+    pub fn transits(&self, query: &TransitQuery) -> Result<Vec<Lifecycle>> {
+        let states: Vec<&str> = if query.states.is_empty() {
+            State::ALL
+                .iter()
+                .filter(|s| !query.open_only || s.is_open())
+                .map(|s| s.as_str())
+                .collect()
+        } else {
+            query
+                .states
+                .iter()
+                .filter(|s| !query.open_only || s.is_open())
+                .map(|s| s.as_str())
+                .collect()
+        };
+        let marks = (2..states.len() + 2)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = transits_sql().replace('#', &marks);
+        let before = query.since_before.map(stamp).unwrap_or_else(|| "~".into());
+        let mut values = vec![before];
+        values.extend(states.iter().map(|s| s.to_string()));
+        let result = (|| {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let found = stmt
+                .query_map(rusqlite::params_from_iter(values), transit_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            found
+                .into_iter()
+                .map(|(transit, seq)| self.lifecycle(transit, seq))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        self.sql(result)
+    }
+
+    /// The lifecycles of those of `events` that are transit messages.
+    pub fn lifecycles(&self, events: &[Uuid]) -> Result<Vec<Lifecycle>> {
+        let result = (|| {
+            let mut found = Vec::new();
+            for id in events {
+                let row = self
+                    .conn
+                    .query_row(&transit_of_event_sql(), [id.to_string()], transit_from_row)
+                    .optional()?;
+                if let Some((transit, seq)) = row {
+                    found.push(self.lifecycle(transit, seq)?);
+                }
+            }
+            Ok(found)
+        })();
+        self.sql(result)
+    }
+
+    fn lifecycle(&self, transit: Transit, seq: i64) -> rusqlite::Result<Lifecycle> {
+        let mut stmt = self.conn.prepare_cached(DELIVERIES_SQL)?;
+        let deliveries = stmt
+            .query_map([seq], |r| r.get::<_, String>(0))?
+            .map(|body| {
+                let body = body?;
+                serde_json::from_str(&body).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
+            })
+            .collect::<rusqlite::Result<Vec<Delivery>>>()?;
+        Ok(Lifecycle {
+            transit,
+            deliveries,
+        })
     }
 
     fn bodies(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Event>> {
@@ -326,18 +568,13 @@ impl Db {
     }
 }
 
-/// The events of a batch and their recipients, in one immediate transaction.
+/// The events of a batch, their subjects and transit records, in one immediate transaction.
 fn insert(conn: &mut Connection, events: &[Event], locked: impl FnOnce()) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
-        let mut event_stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (id, time, expires_at, class, direction, outcome, host,
-                 client_ip, sender_address, sender_domain, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        let mut rcpt_stmt = tx.prepare_cached(
-            "INSERT INTO recipients (event_id, address, domain) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut event_stmt = tx.prepare_cached(INSERT_EVENT)?;
+        let mut subject_stmt = tx.prepare_cached(INSERT_SUBJECT)?;
+        let mut transit_stmt = tx.prepare_cached(INSERT_TRANSIT)?;
         for e in events {
             let inserted = event_stmt.execute(params![
                 e.id.to_string(),
@@ -347,19 +584,30 @@ fn insert(conn: &mut Connection, events: &[Event], locked: impl FnOnce()) -> rus
                 e.direction.as_str(),
                 e.outcome.as_str(),
                 e.host,
-                e.client.ip,
-                e.sender.address,
-                e.sender.domain,
+                e.queue_id,
                 e.to_json(),
             ])?;
-            if inserted == 1 {
-                for r in &e.recipients {
-                    rcpt_stmt.execute(params![
-                        e.id.to_string(),
-                        r.address.address,
-                        r.address.domain
-                    ])?;
-                }
+            if inserted == 0 {
+                continue;
+            }
+            let seq = tx.last_insert_rowid();
+            for value in subjects(e) {
+                subject_stmt.execute(params![value, seq])?;
+            }
+            if let Some(t) = transit_of(e) {
+                transit_stmt.execute(params![
+                    seq,
+                    t.queue_id,
+                    t.host,
+                    t.state.as_str(),
+                    stamp(t.since),
+                    t.acknowledged_at.map(stamp),
+                    t.removed_at.map(stamp),
+                    t.remote,
+                    t.sent,
+                    t.bounced,
+                    t.alerts,
+                ])?;
             }
         }
     }
@@ -367,12 +615,119 @@ fn insert(conn: &mut Connection, events: &[Event], locked: impl FnOnce()) -> rus
     tx.commit()
 }
 
+/// `(seq, body)` of the events a query finds.
+fn rows(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare(sql)?;
+    let found = stmt
+        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect();
+    found
+}
+
+/// Deletes events (by `seq`, with their bodies to find their subjects) and everything that
+/// hangs on them.
+fn delete(tx: &rusqlite::Transaction<'_>, events: &[(i64, String)]) -> rusqlite::Result<()> {
+    let mut subject = tx.prepare_cached(DELETE_SUBJECT)?;
+    for (seq, body) in events {
+        match serde_json::from_str::<Event>(body) {
+            Ok(event) => {
+                for value in subjects(&event) {
+                    subject.execute(params![value, seq])?;
+                }
+            }
+            Err(_) => {
+                tx.execute(DELETE_SUBJECTS_BY_SCAN, [seq])?;
+            }
+        }
+        tx.execute(DELETE_DELIVERIES, [seq])?;
+        tx.execute(DELETE_TRANSIT, [seq])?;
+        tx.execute(DELETE_EVENT, [seq])?;
+    }
+    Ok(())
+}
+
+/// A transit record and its event's `seq` from a row of [`TRANSIT_COLUMNS`].
+fn transit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Transit, i64)> {
+    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = r.get(i)?;
+        text.map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        i,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })
+        })
+        .transpose()
+    };
+    let state: String = r.get(2)?;
+    let id: String = r.get(10)?;
+    let bad = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    Ok((
+        Transit {
+            event_id: id
+                .parse()
+                .map_err(|e: uuid::Error| bad(10, e.to_string()))?,
+            queue_id: r.get(0)?,
+            host: r.get(1)?,
+            state: state.parse().map_err(|e| bad(2, e))?,
+            since: time(3)?.ok_or_else(|| bad(3, "no time".into()))?,
+            acknowledged_at: time(4)?,
+            removed_at: time(5)?,
+            remote: r.get(6)?,
+            sent: r.get(7)?,
+            bounced: r.get(8)?,
+            alerts: r.get(9)?,
+        },
+        r.get(11)?,
+    ))
+}
+
+/// Version 2: the new tables; every event moved over with its subjects computed from its body
+/// exactly as a new event's are; the old tables dropped. No transit records are made for the
+/// events of before: nothing tracked them.
+fn migrate_v2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(V2)?;
+    tx.execute(
+        "INSERT INTO events_v2 (id, time, expires_at, class, direction, outcome, host, queue_id, body)
+         SELECT id, time, expires_at, class, direction, outcome, host,
+                json_extract(body, '$.queue_id'), body
+         FROM events ORDER BY time, id",
+        [],
+    )?;
+    {
+        let mut moved = tx.prepare("SELECT seq, body FROM events_v2")?;
+        let mut subject = tx.prepare(INSERT_SUBJECT)?;
+        let mut found = moved.query([])?;
+        while let Some(row) = found.next()? {
+            let seq: i64 = row.get(0)?;
+            let body: String = row.get(1)?;
+            if let Ok(event) = serde_json::from_str::<Event>(&body) {
+                for value in subjects(&event) {
+                    subject.execute(params![value, seq])?;
+                }
+            }
+        }
+    }
+    tx.execute_batch(V2_FINISH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every lookup of a person's data, every purge and export finds its rows through an index:
-    /// the ledger may hold months of mail. (Only `stats` counts the whole table.)
+    /// Every lookup of a person's data, every purge, erasure, export and transit lookup finds
+    /// its rows through an index: the ledger may hold months of mail. (Only `stats` counts the
+    /// whole table, and a body that cannot be read has its subjects found by a scan.)
     #[test]
     fn every_lookup_uses_an_index() {
         let dir = tempfile::tempdir().unwrap();
@@ -383,10 +738,24 @@ mod tests {
             Filter::Address(two.clone()),
             Filter::Domain(two),
         ];
-        let mut statements: Vec<String> = vec![PURGE_SQL.into(), EXPORT_SQL.into()];
+        let mut statements: Vec<String> = [
+            EXPIRED_SQL,
+            EXPORT_SQL,
+            DELETE_SUBJECT,
+            DELETE_DELIVERIES,
+            DELETE_TRANSIT,
+            DELETE_EVENT,
+            UPDATE_TRANSIT,
+            INSERT_DELIVERY,
+            DELIVERIES_SQL,
+        ]
+        .map(String::from)
+        .to_vec();
+        statements.push(transit_by_queue_id_sql());
+        statements.push(transit_of_event_sql());
+        statements.push(transits_sql().replace('#', "?2, ?3"));
         for filter in &filters {
-            statements.push(Db::find_sql(filter).0);
-            statements.push(Db::erase_sql(filter).0);
+            statements.push(Db::matching_sql(filter).0);
         }
         for sql in statements {
             let mut stmt = ledger
@@ -423,5 +792,195 @@ mod tests {
         assert_eq!(use_wal(&conn).unwrap(), Err("delete".to_string()));
         let ok = Connection::open(dir.path().join("other.sqlite")).unwrap();
         assert_eq!(use_wal(&ok).unwrap(), Ok(()));
+    }
+
+    /// A version 1 ledger, as the code of before wrote it, with `events`.
+    fn v1_ledger(path: &Path, events: &[Event]) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for e in events {
+            conn.execute(
+                "INSERT INTO events (id, time, expires_at, class, direction, outcome, host,
+                     client_ip, sender_address, sender_domain, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    e.id.to_string(),
+                    e.time,
+                    e.retention.expires_at,
+                    e.retention.class,
+                    e.direction.as_str(),
+                    e.outcome.as_str(),
+                    e.host,
+                    e.client.ip,
+                    e.sender.address,
+                    e.sender.domain,
+                    e.to_json()
+                ],
+            )
+            .unwrap();
+            for r in &e.recipients {
+                conn.execute(
+                    "INSERT INTO recipients (event_id, address, domain) VALUES (?1, ?2, ?3)",
+                    params![e.id.to_string(), r.address.address, r.address.domain],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    /// An existing ledger moves to version 2 at open, every event findable as before.
+    #[test]
+    fn version_1_ledgers_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let mut old = crate::event::sample("4Old", "eve@remote.example");
+        old.retention.expires_at = "2000-01-01T00:00:00.000Z".into();
+        let kept = crate::event::sample("4Kept", "bob@other.example");
+        v1_ledger(&path, &[old.clone(), kept.clone()]);
+
+        let mut db = Db::open(&path).unwrap();
+        let version: usize = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+        let tables: Vec<String> = db
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(tables, ["deliveries", "events", "subjects", "transit"]);
+        let found = |db: &Db, f: Filter| -> Vec<String> {
+            db.find(&f)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.queue_id.unwrap())
+                .collect()
+        };
+        assert_eq!(
+            found(&db, Filter::Address(vec!["eve@remote.example".into()])),
+            ["4Old"]
+        );
+        assert_eq!(
+            found(&db, Filter::Domain(vec!["other.example".into()])),
+            ["4Kept"]
+        );
+        assert_eq!(
+            found(&db, Filter::Ip(vec!["198.51.100.0/24".into()])),
+            ["4Old", "4Kept"]
+        );
+        assert_eq!(
+            found(&db, Filter::Domain(vec!["example.org".into()])).len(),
+            2,
+            "recipients"
+        );
+        assert_eq!(db.export(None, None).unwrap(), [old, kept.clone()]);
+        assert_eq!(db.purge_some(chrono::Utc::now(), 500).unwrap(), 1);
+        let left: i64 = db
+            .conn
+            .query_row("SELECT count(*) FROM subjects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            left as usize,
+            subjects(&kept).len(),
+            "the purged event's subjects went"
+        );
+    }
+
+    fn transit_event(queue_id: &str, remote: usize) -> Event {
+        let mut e = crate::event::sample(queue_id, "alice@example.org");
+        e.transit = true;
+        e.direction = crate::classify::Direction::Outbound;
+        let template = e.recipients[0].clone();
+        e.recipients = (0..remote)
+            .map(|_| crate::event::RecipientView {
+                local: false,
+                ..template.clone()
+            })
+            .collect();
+        e
+    }
+
+    /// A transit message gets its record when its event is written; tracking changes it and
+    /// adds deliveries; erasure and purge take them with the event.
+    #[test]
+    fn transit_records_live_and_die_with_their_event() {
+        use crate::transit::{Status, Step};
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let local_only = crate::event::sample("4Local", "x@remote.example");
+        let event = transit_event("4Out", 2);
+        db.insert(&[local_only, event.clone()]).unwrap();
+        assert_eq!(db.transit("4Local").unwrap(), None, "a local-only message");
+        let mut t = db.transit("4Out").unwrap().unwrap();
+        assert_eq!(
+            (t.state, t.remote, t.event_id),
+            (State::Pending, 2, event.id)
+        );
+
+        let now = chrono::Utc::now();
+        t.apply(
+            Step::Delivery {
+                status: Status::Sent,
+                at: now,
+            },
+            true,
+        );
+        let delivery = Delivery {
+            schema: crate::transit::DELIVERY_SCHEMA.into(),
+            id: "line-1".into(),
+            time: stamp(now),
+            host: event.host.clone(),
+            queue_id: "4Out".into(),
+            event_id: event.id,
+            recipient: event.recipients[0].address.clone(),
+            relay: Some("192.0.2.0/24".into()),
+            status: Status::Sent,
+            dsn: Some("2.0.0".into()),
+            remote_queue_id: Some("4Next".into()),
+            delay: Some(0.2),
+        };
+        // The same line recorded twice (a restart) is kept once.
+        db.record_transit(std::slice::from_ref(&t), std::slice::from_ref(&delivery))
+            .unwrap();
+        db.record_transit(std::slice::from_ref(&t), std::slice::from_ref(&delivery))
+            .unwrap();
+        let listed = db
+            .transits(&TransitQuery {
+                states: vec![State::Pending],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].transit, t);
+        assert_eq!(listed[0].deliveries, [delivery]);
+        assert!(db
+            .transits(&TransitQuery {
+                states: vec![State::Removed],
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty());
+        assert_eq!(db.lifecycles(&[event.id]).unwrap().len(), 1);
+
+        let erased = db
+            .erase(&Filter::Address(vec!["alice@example.org".into()]))
+            .unwrap();
+        assert_eq!(erased, 1);
+        for (table, left) in [("transit", 0), ("deliveries", 0), ("events", 1)] {
+            let n: i64 = db
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, left, "{table}");
+        }
+        assert!(db
+            .find(&Filter::Address(vec!["alice@example.org".into()]))
+            .unwrap()
+            .is_empty());
     }
 }

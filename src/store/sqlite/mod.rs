@@ -13,7 +13,8 @@ mod wal;
 use crate::{
     config::{LedgerConfig, Synchronous},
     event::Event,
-    store::{Filter, Flush, Result, Stats, Store, StoreError},
+    store::{Filter, Flush, Lifecycle, Result, Stats, Store, StoreError, TransitQuery},
+    transit::{Delivery, Transit},
 };
 use chrono::{DateTime, Utc};
 use db::{Db, BUSY_TIMEOUT};
@@ -61,6 +62,17 @@ impl SqliteStore {
         Ok(Self {
             keeper: None,
             db: Db::open(path)?,
+            deleted_in_wal: 0,
+            patience: BUSY_TIMEOUT,
+        })
+    }
+
+    /// The ledger for `privacy-milter track`: created if the daemon has not yet, every commit
+    /// fsynced (the tracker's commits are few).
+    pub fn for_tracker(path: &Path) -> Result<Self> {
+        Ok(Self {
+            keeper: None,
+            db: Db::open(path).map_err(|e| e.opening("events.ledger.path"))?,
             deleted_in_wal: 0,
             patience: BUSY_TIMEOUT,
         })
@@ -138,6 +150,23 @@ impl Store for SqliteStore {
 
     fn stats(&mut self) -> Result<Stats> {
         self.db.stats()
+    }
+
+    /// The ledger on SQLite belongs to one host: the queue id alone finds the message.
+    fn transit(&mut self, queue_id: &str, _hosts: &[String]) -> Result<Option<Transit>> {
+        self.db.transit(queue_id)
+    }
+
+    fn record_transit(&mut self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
+        self.db.record_transit(transits, deliveries)
+    }
+
+    fn transits(&mut self, query: &TransitQuery) -> Result<Vec<Lifecycle>> {
+        self.db.transits(query)
+    }
+
+    fn lifecycles(&mut self, events: &[uuid::Uuid]) -> Result<Vec<Lifecycle>> {
+        self.db.lifecycles(events)
     }
 }
 

@@ -1,0 +1,552 @@
+//! `privacy-milter track`: follows the MTA's log and queue after the milter's view ends, and
+//! records per transit message when the next server acknowledged it and when its queue file
+//! went (`crate::transit`), in the same stores as the events.
+//!
+//! - [`follow`] and [`journal`] read the log (a file across rotation, or the journal), each
+//!   line with the place after it; [`state`] keeps that place across restarts.
+//! - [`parse`] turns a line into what it says about a queued message.
+//! - [`queue`] asks Postfix what is still queued (`postqueue -j`): it reports mail held too
+//!   long, and notices a message that left without its removal in the log.
+//!
+//! Exactly once: a batch of lines is recorded (deliveries by a key of their line, so a line
+//! read twice is stored once) before its place is saved.
+
+pub mod follow;
+pub mod journal;
+pub mod parse;
+mod queue;
+mod state;
+
+use crate::{
+    config::{Config, LogSource, Mta},
+    event::stamp,
+    keys,
+    privacy::Pseudonymiser,
+    store::{self, Store, StoreError, TransitQuery},
+    transit::{self, Delivery, Step, Transit, DELIVERY_SCHEMA},
+};
+use chrono::{DateTime, Utc};
+use follow::FileFollower;
+use journal::JournalReader;
+use parse::{Parsed, Record, SyslogLine};
+use sha2::{Digest, Sha256};
+use state::Place;
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+use tracing::{debug, error, info, warn};
+
+/// The log target of the tracker's lines.
+const TARGET: &str = "privacy_milter::track";
+
+/// Most log lines recorded in one transaction.
+const BATCH: usize = 500;
+
+/// How long a message must have been accepted before its absence from the queue counts: the
+/// log may not have said yet what happened to it.
+const QUEUE_GRACE: Duration = Duration::from_secs(60);
+
+/// Why tracking cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error("tracking needs a ledger to join the log to the events: events.sinks has neither \"ledger\" nor \"postgres\"")]
+    NoLedger,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("tracking.state {}: {source}", path.display())]
+    State {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the log: {0}")]
+    Log(#[source] std::io::Error),
+}
+
+/// What tracking has counted since it started.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub lines: u64,
+    pub not_understood: u64,
+    pub deliveries: u64,
+    /// Lines about messages with no transit record (local mail, mail from before the milter).
+    pub unmatched: u64,
+    /// Times lines may have been missed (a rotated file no longer found) or journal lines
+    /// could not be read.
+    pub gaps: u64,
+}
+
+/// One line of the log with its key and the place after it.
+struct Read {
+    text: String,
+    /// From the journal: the line already cut into its parts.
+    entry: Option<journal::JournalEntry>,
+    key: String,
+    after: Place,
+}
+
+/// Where the lines come from.
+enum Source {
+    File(FileFollower),
+    Journal(JournalReader),
+}
+
+impl Source {
+    fn open(config: &Config, saved: Option<Place>, follow: bool) -> Self {
+        let t = &config.tracking;
+        match t.source {
+            LogSource::File => {
+                let position = match saved {
+                    Some(Place::File { position, path }) if path == t.path => Some(position),
+                    Some(_) => {
+                        warn!(target: TARGET, "{}: the saved place is for another log; starting at its beginning", t.state.display());
+                        None
+                    }
+                    None => None,
+                };
+                Source::File(FileFollower::new(
+                    t.path.clone(),
+                    position,
+                    follow::Start::Beginning,
+                ))
+            }
+            LogSource::Journald => {
+                let cursor = match saved {
+                    Some(Place::Journal { cursor }) => Some(cursor),
+                    Some(_) => {
+                        warn!(target: TARGET, "{}: the saved place is for a log file; reading the journal from its start", t.state.display());
+                        None
+                    }
+                    None => None,
+                };
+                Source::Journal(JournalReader::new(cursor, follow, journal_args(&t.path)))
+            }
+        }
+    }
+
+    fn poll(&mut self, timeout: Duration) -> std::io::Result<Vec<Read>> {
+        match self {
+            Source::File(f) => Ok(f
+                .poll(BATCH)?
+                .into_iter()
+                .map(|line| {
+                    let p = &line.after;
+                    let key = line_key(&format!(
+                        "{}:{}:{}:{}",
+                        p.dev,
+                        p.ino,
+                        p.head.as_deref().unwrap_or(""),
+                        p.offset
+                    ));
+                    Read {
+                        text: line.text,
+                        entry: None,
+                        key,
+                        after: Place::File {
+                            path: Default::default(),
+                            position: line.after,
+                        },
+                    }
+                })
+                .collect()),
+            Source::Journal(j) => Ok(j
+                .poll(BATCH, timeout)?
+                .into_iter()
+                .map(|entry| Read {
+                    text: String::new(),
+                    key: line_key(&entry.cursor),
+                    after: Place::Journal {
+                        cursor: entry.cursor.clone(),
+                    },
+                    entry: Some(entry),
+                })
+                .collect()),
+        }
+    }
+
+    /// Lines possibly missed so far.
+    fn gaps(&self) -> u64 {
+        match self {
+            Source::File(f) => f.gaps(),
+            Source::Journal(j) => j.skipped(),
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        if let Source::File(f) = self {
+            f.wait(timeout);
+        }
+        // The journal reader waits inside `poll`.
+    }
+}
+
+/// `journalctl` reads the system journal, unless `tracking.path` names a journal file or
+/// directory (a container's, say).
+fn journal_args(path: &Path) -> Vec<String> {
+    if path.is_dir() {
+        vec![format!("--directory={}", path.display())]
+    } else if path.extension().is_some_and(|e| e == "journal") {
+        vec![format!("--file={}", path.display())]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A key for a log line that says nothing of its content: the same line read again (after a
+/// restart) gets the same key, and is recorded once.
+fn line_key(place: &str) -> String {
+    hex::encode(&Sha256::digest(place.as_bytes())[..16])
+}
+
+/// The tracker's working state.
+struct Tracker<'a> {
+    config: &'a Config,
+    mta: parse::Mta,
+    /// The store that holds the ledger (first) and the streams.
+    stores: Vec<Box<dyn Store>>,
+    pseudonymiser: Pseudonymiser,
+    /// Names this host's events carry (the PostgreSQL ledger is shared by several hosts).
+    hosts: Vec<String>,
+    counts: Counts,
+    /// Open transit messages absent from the queue at the last check.
+    missing: HashSet<String>,
+    /// Delivery agents that deliver locally: not the next hop.
+    local_agents: Vec<String>,
+}
+
+/// Runs tracking until `stop` is set; with `once`, reads what the log holds now, checks the
+/// queue once and returns.
+pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts, TrackError> {
+    let t = &config.tracking;
+    if !config.events.sinks.iter().any(|s| {
+        matches!(
+            s,
+            crate::config::SinkKind::Ledger | crate::config::SinkKind::Postgres
+        )
+    }) {
+        return Err(TrackError::NoLedger);
+    }
+    let mut stores = store::open_trackers(config)?;
+    // The ledger answers the lookups: put it first.
+    stores.sort_by_key(|s| !matches!(s.name(), "ledger" | "postgres"));
+    let saved = state::load(&t.state).map_err(|source| TrackError::State {
+        path: t.state.clone(),
+        source,
+    })?;
+    let mut source = Source::open(config, saved, !once);
+    let mut tracker = Tracker {
+        config,
+        mta: match t.mta {
+            Mta::Postfix => parse::Mta::Postfix,
+            Mta::Sendmail => parse::Mta::Sendmail,
+        },
+        stores,
+        pseudonymiser: pseudonymiser(config),
+        hosts: host_names(config),
+        counts: Counts::default(),
+        missing: HashSet::new(),
+        local_agents: config.domains.local_mailers.clone(),
+    };
+    info!(
+        target: TARGET,
+        "tracking {} mail from {}{}",
+        crate::config::name(&t.mta),
+        match t.source {
+            LogSource::File => t.path.display().to_string(),
+            LogSource::Journald => "the journal".to_string(),
+        },
+        if once { " (once)" } else { "" }
+    );
+    let mut next_queue_check = Instant::now();
+    loop {
+        let lines = source
+            .poll(Duration::from_millis(500))
+            .map_err(TrackError::Log)?;
+        let read = lines.len();
+        if let Some(last) = lines.last().map(|l| l.after.clone()) {
+            tracker.record_lines(lines, &stop)?;
+            let place = match (last, t.source) {
+                (Place::File { position, .. }, LogSource::File) => Place::File {
+                    path: t.path.clone(),
+                    position,
+                },
+                (place, _) => place,
+            };
+            state::save(&t.state, &place).map_err(|source| TrackError::State {
+                path: t.state.clone(),
+                source,
+            })?;
+        }
+        let caught_up = read < BATCH;
+        if caught_up && (once || Instant::now() >= next_queue_check) {
+            tracker.pseudonymiser = pseudonymiser(config);
+            tracker.check_queue(once)?;
+            next_queue_check = Instant::now() + t.queue_interval.0;
+        }
+        if stop.load(Ordering::Relaxed) || once && caught_up {
+            tracker.counts.gaps = source.gaps();
+            return Ok(tracker.counts);
+        }
+        if caught_up {
+            source.wait(Duration::from_millis(500).min(t.queue_interval.0));
+        }
+    }
+}
+
+/// The pseudonymiser of the events, with the current HMAC key (the daemon rotates keys; the
+/// tracker only reads the ring).
+fn pseudonymiser(config: &Config) -> Pseudonymiser {
+    let key = if config.privacy.uses_hmac() {
+        match keys::load(&config.privacy.keys, keys::Kind::Hmac) {
+            Ok(ring) => ring.current().cloned(),
+            Err(e) => {
+                error!(target: TARGET, "{e}; recipients are recorded without their address");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Pseudonymiser::new(config.privacy.clone(), key)
+}
+
+/// The names this host's events carry: the host name, and Postfix's `myhostname`.
+fn host_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .into_iter()
+        .collect();
+    if config.tracking.mta == Mta::Postfix {
+        if let Some(name) = queue::postconf(config, "myhostname") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl Tracker<'_> {
+    fn ledger(&mut self) -> &mut dyn Store {
+        self.stores[0].as_mut()
+    }
+
+    /// The transit record of `queue_id`, from this batch's changes or the ledger.
+    fn transit<'t>(
+        &mut self,
+        changed: &'t mut HashMap<String, Transit>,
+        queue_id: &str,
+    ) -> Result<Option<&'t mut Transit>, StoreError> {
+        if !changed.contains_key(queue_id) {
+            let hosts = self.hosts.clone();
+            match self.ledger().transit(queue_id, &hosts)? {
+                Some(t) => {
+                    changed.insert(queue_id.to_string(), t);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(changed.get_mut(queue_id))
+    }
+
+    /// Records what a batch of lines says, retrying a store that fails until it takes it
+    /// (the place is saved only after), or until asked to stop.
+    fn record_lines(&mut self, lines: Vec<Read>, stop: &AtomicBool) -> Result<(), TrackError> {
+        let now = chrono::Local::now();
+        let mut changed: HashMap<String, Transit> = HashMap::new();
+        let mut deliveries = Vec::new();
+        for line in &lines {
+            self.counts.lines += 1;
+            let cut = match &line.entry {
+                Some(e) => Some(SyslogLine {
+                    time: e.time,
+                    host: e.host.as_deref().unwrap_or(""),
+                    ident: &e.ident,
+                    pid: e.pid,
+                    message: &e.message,
+                }),
+                None => parse::split_syslog(&line.text, &now),
+            };
+            let Some(cut) = cut else {
+                continue;
+            };
+            let records = match parse::parse(self.mta, &cut) {
+                Parsed::Records(records) => records,
+                Parsed::Ignored => continue,
+                Parsed::NotUnderstood => {
+                    self.counts.not_understood += 1;
+                    debug!(target: TARGET, ident = cut.ident, "a line not understood");
+                    continue;
+                }
+            };
+            for (n, record) in records.into_iter().enumerate() {
+                let key = format!("{}{n}", line.key);
+                if let Some(d) = self.step(&mut changed, record, cut.time, &key)? {
+                    deliveries.push(d);
+                }
+            }
+        }
+        let transits: Vec<Transit> = changed.into_values().collect();
+        for store in 0..self.stores.len() {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                match self.stores[store].record_transit(&transits, &deliveries) {
+                    Ok(()) => break,
+                    Err(e) if !stop.load(Ordering::Relaxed) => {
+                        error!(target: TARGET, "cannot record deliveries in the {} sink ({e}); trying again in {}s", self.stores[store].name(), pause.as_secs());
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(60));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.counts.deliveries += deliveries.len() as u64;
+        Ok(())
+    }
+
+    /// Applies one record; returns the delivery to record, if it is one of a transit message.
+    fn step(
+        &mut self,
+        changed: &mut HashMap<String, Transit>,
+        record: Record,
+        at: DateTime<Utc>,
+        key: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let removal_logged = self.mta == parse::Mta::Postfix;
+        match record {
+            Record::Delivery(d) => {
+                // As the milter classified recipients: by mailer or by domain.
+                let local = self
+                    .local_agents
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&d.agent))
+                    || crate::facts::domain_of(&d.recipient)
+                        .is_some_and(|domain| self.config.is_local_domain(&domain));
+                if local {
+                    return Ok(None);
+                }
+                let pseudonymiser = self.pseudonymiser.clone();
+                let Some(t) = self.transit(changed, &d.queue_id)? else {
+                    self.counts.unmatched += 1;
+                    return Ok(None);
+                };
+                let status = match d.status {
+                    parse::Status::Sent => transit::Status::Sent,
+                    parse::Status::Deferred => transit::Status::Deferred,
+                    parse::Status::Bounced => transit::Status::Bounced,
+                };
+                t.apply(Step::Delivery { status, at }, removal_logged);
+                Ok(Some(Delivery {
+                    schema: DELIVERY_SCHEMA.into(),
+                    id: key.to_string(),
+                    time: stamp(at),
+                    host: t.host.clone(),
+                    queue_id: t.queue_id.clone(),
+                    event_id: t.event_id,
+                    recipient: pseudonymiser.address(&d.recipient),
+                    relay: d.relay_ip.and_then(|ip| pseudonymiser.ip(ip)),
+                    status,
+                    dsn: d.dsn,
+                    remote_queue_id: d.remote_queue_id,
+                    delay: d.delay,
+                }))
+            }
+            Record::Removed { queue_id } => {
+                if let Some(t) = self.transit(changed, &queue_id)? {
+                    t.apply(Step::Removed { at }, removal_logged);
+                }
+                Ok(None)
+            }
+            Record::Expired { queue_id } => {
+                if let Some(t) = self.transit(changed, &queue_id)? {
+                    t.apply(Step::Expired { at }, removal_logged);
+                }
+                Ok(None)
+            }
+            // `postsuper -r`: the message goes on under a new queue id.
+            Record::Requeued { queue_id, original } => {
+                if let Some(t) = self.transit(changed, &original)? {
+                    t.queue_id = queue_id.clone();
+                    let t = t.clone();
+                    changed.remove(&original);
+                    changed.insert(queue_id, t);
+                }
+                Ok(None)
+            }
+            Record::Notification { .. } => Ok(None),
+        }
+    }
+
+    /// Compares the open transit messages with what the queue holds: reports those held too
+    /// long, and settles those that left without their removal in the log.
+    fn check_queue(&mut self, once: bool) -> Result<(), TrackError> {
+        let now = Utc::now();
+        let queued = match self.config.tracking.mta {
+            Mta::Postfix => match queue::postfix_queue(self.config) {
+                Ok(ids) => Some(ids),
+                Err(e) => {
+                    warn!(target: TARGET, "cannot list the queue ({e}); held mail is judged from the log alone");
+                    None
+                }
+            },
+            // Sendmail's queue is not read: the log alone says what is held.
+            Mta::Sendmail => None,
+        };
+        let open = self.ledger().transits(&TransitQuery {
+            open_only: true,
+            ..Default::default()
+        })?;
+        let alert_after = self.config.tracking.alert_after.0;
+        let mut changed = Vec::new();
+        let mut missing = HashSet::new();
+        for mut lifecycle in open {
+            let t = &mut lifecycle.transit;
+            let old_enough = (now - t.since).to_std().unwrap_or_default() >= QUEUE_GRACE;
+            if let Some(queued) = &queued {
+                if !queued.contains(&t.queue_id) && old_enough {
+                    if once || self.missing.contains(&t.queue_id) {
+                        t.apply(Step::LeftQueue { at: now }, true);
+                        info!(
+                            target: TARGET,
+                            queue_id = t.queue_id.as_str(),
+                            "{} left the queue without its removal in the log: now {}",
+                            t.queue_id,
+                            t.state
+                        );
+                        changed.push(t.clone());
+                    } else {
+                        missing.insert(t.queue_id.clone());
+                    }
+                    continue;
+                }
+            }
+            if t.alert_due(now, alert_after) {
+                warn!(
+                    target: TARGET,
+                    queue_id = t.queue_id.as_str(),
+                    state = t.state.as_str(),
+                    "transit message {} held for {} (state {}), longer than tracking.alert_after ({})",
+                    t.queue_id,
+                    transit::human(t.held_for(now)),
+                    t.state,
+                    self.config.tracking.alert_after
+                );
+                t.alerts += 1;
+                changed.push(t.clone());
+            }
+        }
+        self.missing = missing;
+        if !changed.is_empty() {
+            self.ledger().record_transit(&changed, &[])?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! Transit tracking behind a real Postfix: `privacy-milter track` reads Postfix's own log
+//! (`maillog_file`) and queue (`postqueue -j`), and records what became of each message we
+//! pass on. Three next hops: one accepts (the lab's sink), one defers every recipient
+//! (`smtp-sink -r RCPT`, for `defer.example`), one refuses them (`smtp-sink -f RCPT`, for
+//! `reject.example`); `test.example` is ours.
+
+use crate::e2e::{self, compose, new_message_id, wait_for, Milter, Postfix, Sink, Socket, Swaks};
+use serde_json::Value;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Output,
+    time::Duration,
+};
+use tempfile::TempDir;
+
+/// Fields drop in order: Postfix first, the directory last.
+struct Lab {
+    postfix: Postfix,
+    milter: Milter,
+    _sinks: Vec<Sink>,
+    dir: TempDir,
+}
+
+impl Lab {
+    fn start(test: &str, privacy: &str, sinks: &[&str]) -> Option<Self> {
+        if !e2e::postfix_available(test) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pm-e2e-transit.")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let accept = Sink::start(dir.path());
+        let defer = Sink::start_with(dir.path(), "defer", &["-r", "RCPT"]);
+        let reject = Sink::start_with(dir.path(), "reject", &["-f", "RCPT"]);
+        let base = dir.path().display();
+        let privacy = privacy.replace("KEYS", &format!("{base}/keys"));
+        let milter = Milter::start_with_events(
+            dir.path(),
+            Socket::Unix,
+            sinks,
+            &format!(
+                r#"
+{privacy}
+
+[networks]
+trusted = ["127.0.0.0/8"]
+
+[domains]
+local = ["test.example"]
+
+[tracking]
+mta = "postfix"
+source = "file"
+path = "{base}/maillog"
+state = "{base}/track.state"
+postfix_config_dir = "{base}/etc"
+queue_interval = "1s"
+alert_after = "1s"
+"#
+            ),
+        );
+        let transports = format!(
+            "transport_maps = inline:{{defer.example=smtp:[127.0.0.1]:{}, reject.example=smtp:[127.0.0.1]:{}}}",
+            defer.port, reject.port
+        );
+        let postfix = Postfix::start(dir.path(), accept.port, &milter.postfix_spec, &transports);
+        Some(Self {
+            postfix,
+            milter,
+            _sinks: vec![accept, defer, reject],
+            dir,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sends a message from a trusted client; returns its queue id once Postfix logged
+    /// `what` for it.
+    fn send(&self, to: &[&'static str], what: &str) -> String {
+        let id = new_message_id("transit");
+        Swaks::new(
+            self.postfix.port,
+            "alice@test.example",
+            to,
+            compose(&id, "alice@test.example", to, "transit", &[]),
+        )
+        .send(self.path());
+        wait_for(
+            &format!("Postfix to log {what:?} for <{id}>"),
+            || {
+                let qid = self.postfix.queue_id(&id)?;
+                self.postfix
+                    .log_of(&qid)
+                    .iter()
+                    .any(|l| l.contains(what))
+                    .then_some(qid)
+            },
+            || self.context(),
+        )
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "{}\n--- milter log ---\n{}",
+            self.postfix.context(),
+            self.milter.log()
+        )
+    }
+
+    /// Runs the binary with the lab's configuration.
+    fn cli(&self, args: &[&str]) -> Output {
+        Milter::command()
+            .arg("--config")
+            .arg(&self.milter.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn track_once(&self) -> String {
+        let out = self.cli(&["track", "--once"]);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "track --once:\n{log}\n{}",
+            self.context()
+        );
+        log
+    }
+
+    /// `transit --format json ARGS`, by queue id.
+    fn transit(&self, args: &[&str]) -> HashMap<String, Value> {
+        let mut all = vec!["transit", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "transit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        list.into_iter()
+            .map(|v| (v["queue_id"].as_str().unwrap().to_string(), v))
+            .collect()
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in walk(self.path()) {
+            let name = entry.to_string_lossy();
+            if name.contains("/milter/") || name.ends_with("track.state") {
+                found.push(entry);
+            }
+        }
+        found
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn state_of(list: &HashMap<String, Value>, qid: &str) -> String {
+    list.get(qid)
+        .unwrap_or_else(|| panic!("{qid} not listed: {list:#?}"))["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const FULL: &str = "[privacy]\nip = \"full\"\naddress = \"full\"";
+
+/// Accepted, deferred and refused next hops; a local-only message; a message with a local and
+/// a remote recipient: each gets the state the log says, and only transit mail is tracked.
+#[test]
+fn outcomes_of_transit_mail() {
+    let Some(lab) = Lab::start("e2e_transit::outcomes", FULL, &["ledger", "jsonl"]) else {
+        return;
+    };
+    let sent = lab.send(&["carol@remote.example"], ": removed");
+    let deferred = lab.send(&["dave@defer.example"], "status=deferred");
+    let bounced = lab.send(&["erin@reject.example"], ": removed");
+    let local = lab.send(&["bob@test.example"], ": removed");
+    let mixed = lab.send(&["bob@test.example", "frank@remote.example"], ": removed");
+    // Held longer than alert_after (1s) by the time the queue is checked.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = lab.track_once();
+
+    let list = lab.transit(&[]);
+    assert_eq!(state_of(&list, &sent), "removed", "{list:#?}");
+    assert_eq!(state_of(&list, &deferred), "deferred");
+    assert_eq!(state_of(&list, &bounced), "bounced");
+    assert_eq!(state_of(&list, &mixed), "removed");
+    assert!(
+        !list.contains_key(&local),
+        "a local-only message is not transit mail"
+    );
+
+    let removed = &list[&sent];
+    assert!(removed["acknowledged_at"].is_string() && removed["removed_at"].is_string());
+    let deliveries = removed["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{removed:#}");
+    assert_eq!(deliveries[0]["status"], "sent");
+    assert_eq!(deliveries[0]["dsn"], "2.0.0");
+    assert_eq!(deliveries[0]["recipient_domain"], "remote.example");
+    assert_eq!(list[&bounced]["deliveries"][0]["status"], "bounced");
+    let mixed = list[&mixed]["deliveries"].as_array().unwrap();
+    assert_eq!(mixed.len(), 1, "only the remote recipient: {mixed:#?}");
+    assert_eq!(mixed[0]["recipient_domain"], "remote.example");
+
+    // Still queued after alert_after: reported once, naming the queue id and the state.
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("held for") && l.contains(&deferred))
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(warned[0].contains("state deferred"), "{log}");
+    let held = lab.transit(&["--held-longer-than", "1s", "--state", "deferred"]);
+    assert_eq!(held.keys().collect::<Vec<_>>(), [&deferred]);
+    assert!(held[&deferred]["held_for_seconds"].as_u64().unwrap() >= 1);
+
+    // The stream sink got one line per delivery outcome, beside the events.
+    let lines: Vec<Value> = std::fs::read_to_string(&lab.milter.events_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["schema"] == "privacy-milter.delivery.v1")
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|d| d["queue_id"] == sent.as_str() && d["status"] == "sent"),
+        "{outcomes:#?}"
+    );
+    // `ledger query` shows the lifecycle with the event.
+    let out = lab.cli(&[
+        "ledger",
+        "query",
+        "--address",
+        "carol@remote.example",
+        "--format",
+        "json",
+    ]);
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found[0]["lifecycle"]["state"], "removed", "{found:#?}");
+
+    // A second run reads nothing twice.
+    lab.track_once();
+    let again = lab.transit(&[]);
+    assert_eq!(again[&sent]["deliveries"].as_array().unwrap().len(), 1);
+}
+
+/// With HMACs for addresses and IPs, no raw recipient address or relay IP reaches the
+/// ledger, the stream, the state file or the tracker's log.
+#[test]
+fn tracking_keeps_the_privacy_policy() {
+    let privacy = "[privacy]\nip = \"hmac\"\naddress = \"hmac\"\nkeys = \"KEYS\"";
+    let Some(lab) = Lab::start("e2e_transit::privacy", privacy, &["ledger", "jsonl", "log"]) else {
+        return;
+    };
+    let sent = lab.send(&["carol@remote.example"], ": removed");
+    let log = lab.track_once();
+    let list = lab.transit(&[]);
+    assert_eq!(state_of(&list, &sent), "removed");
+    let mut bytes = log.into_bytes();
+    for file in lab.files() {
+        bytes.extend(std::fs::read(&file).unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for raw in ["carol@remote.example", "alice@test.example", "127.0.0.1"] {
+        assert!(
+            !text.contains(raw),
+            "{raw} found in the tracker's files or log"
+        );
+    }
+    assert!(
+        text.contains("privacy-milter.delivery.v1"),
+        "the stream got deliveries"
+    );
+}
