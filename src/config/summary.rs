@@ -62,7 +62,8 @@ impl Config {
              rule transit_tag: {tt_on}, header {tt_h}\n\
              events: {ev_on}, sinks {sinks}, durability {durability}, on error {on_error}\n\
              privacy: ip {ip}, address {addr}\n\
-             retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}",
+             retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}\n\
+             tracking (privacy-milter track): {mta} log {log}, place kept in {state}, queue checked every {qi}, alert after {aa}",
             socket = self.socket,
             dry = on(self.dry_run),
             trusted = nets(&self.networks.trusted),
@@ -88,6 +89,14 @@ impl Config {
             rj = r.rejected,
             ra = r.aborted,
             rp = r.purge_interval,
+            mta = name(&self.tracking.mta),
+            log = match self.tracking.source {
+                super::LogSource::File => self.tracking.path.display().to_string(),
+                super::LogSource::Journald => "from the journal".to_string(),
+            },
+            state = self.tracking.state.display(),
+            qi = self.tracking.queue_interval,
+            aa = self.tracking.alert_after,
         )
     }
 }

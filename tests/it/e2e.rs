@@ -962,6 +962,13 @@ impl Postfix {
         }
     }
 
+    /// `postfix reload`: every process, postlogd included, starts over with main.cf (and
+    /// postlogd opens `maillog_file` again, as after a rotation).
+    pub fn reload(&self) {
+        let out = self.postfix(&["reload"]).expect("postfix reload finishes");
+        assert!(out.status.success(), "postfix reload: {}", self.context());
+    }
+
     fn master_pid(&self) -> Option<String> {
         let pid = read_lossy(&self.base.join("queue/pid/master.pid"))
             .trim()
@@ -1198,6 +1205,62 @@ pub struct Sendmail {
     proc: Option<Group>,
     pub dir: PathBuf,
     pub port: u16,
+    /// What Sendmail logged, as rsyslog would write it to mail.log.
+    pub maillog: PathBuf,
+    _syslog: SyslogCapture,
+}
+
+/// A syslog socket of the test's own (bound over `/dev/log` in Sendmail's private mount
+/// namespace), writing each message as a line of a log file the way rsyslog does: the
+/// `<PRI>` dropped and the host name put after the time stamp.
+struct SyslogCapture {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl SyslogCapture {
+    fn start(socket: &Path, log: &Path, host: &str) -> Self {
+        let _ = fs::remove_file(socket);
+        let sock = std::os::unix::net::UnixDatagram::bind(socket).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, log, host) = (stop.clone(), log.to_path_buf(), host.to_string());
+        let thread = thread::spawn(move || {
+            let mut out = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            let mut buf = vec![0u8; 65536];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok(n) = sock.recv(&mut buf) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&buf[..n]);
+                // "<22>Nov 29 21:06:33 sendmail[1131]: ..." (glibc's syslog(3) format).
+                let text = text.trim_end_matches(['\n', '\0']);
+                let body = text.split_once('>').map_or(text, |(_, rest)| rest);
+                if body.len() > 16 {
+                    let (stamp, rest) = body.split_at(16);
+                    let _ = writeln!(out, "{stamp}{host} {rest}");
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SyslogCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Sendmail {
@@ -1255,8 +1318,16 @@ MAILER(`smtp')dnl
         fs::write(sdir.join("sendmail.cf"), &cf.stdout).unwrap();
         let binary = root.join("usr/libexec/sendmail/sendmail");
         let log = fs::File::create(sdir.join("sendmail.out")).unwrap();
+        // A /dev of its own whose `log` is the capture's socket; the device nodes Sendmail
+        // uses are bound in from the real /dev.
+        fs::create_dir_all(sdir.join("dev")).unwrap();
+        let maillog = sdir.join("maillog");
+        let syslog = SyslogCapture::start(&sdir.join("dev/log"), &maillog, "mx");
         let script = format!(
-            "mount --bind {d}/sasl2 /usr/lib/sasl2 && hostname mx.test.example \
+            "for n in null zero random urandom tty full; do touch {d}/dev/$n \
+               && mount --bind /dev/$n {d}/dev/$n || exit 1; done \
+             && mount --rbind {d}/dev /dev \
+             && mount --bind {d}/sasl2 /usr/lib/sasl2 && hostname mx.test.example \
              && exec {} -C {d}/sendmail.cf -bD -q10s",
             binary.display()
         );
@@ -1286,6 +1357,8 @@ MAILER(`smtp')dnl
             proc: Some(proc),
             dir: sdir,
             port,
+            maillog,
+            _syslog: syslog,
         }
     }
 }
@@ -1313,6 +1386,11 @@ impl SendmailLab {
     }
 
     pub fn start_on(socket: Socket, milter_toml: &str) -> Self {
+        Self::start_with_events(socket, &["jsonl"], milter_toml)
+    }
+
+    /// With these sinks (see [`Milter::start_with_events`]).
+    pub fn start_with_events(socket: Socket, sinks: &[&str], milter_toml: &str) -> Self {
         // Sendmail refuses a unix socket, and SASL files, below a world-writable directory
         // such as /tmp ("unsafe: World writable directory"): the lab lives in /run (root's,
         // 0755).
@@ -1322,7 +1400,7 @@ impl SendmailLab {
             .unwrap();
         chmod(dir.path(), 0o755);
         let sink = Sink::start(dir.path());
-        let milter = Milter::start(dir.path(), socket, milter_toml);
+        let milter = Milter::start_with_events(dir.path(), socket, sinks, milter_toml);
         let spec = match socket {
             Socket::Tcp => format!("inet:{}@127.0.0.1", milter.port),
             Socket::Unix => format!("local:{}", milter.unix_path.display()),
@@ -1349,8 +1427,9 @@ impl SendmailLab {
         let mut s = String::new();
         let _ = write!(
             s,
-            "--- sendmail output ---\n{}\n",
-            read_lossy(&self.sendmail.dir.join("sendmail.out"))
+            "--- sendmail output ---\n{}\n--- sendmail log ---\n{}\n",
+            read_lossy(&self.sendmail.dir.join("sendmail.out")),
+            read_lossy(&self.sendmail.maillog)
         );
         let _ = write!(
             s,

@@ -303,3 +303,158 @@ fn tracking_keeps_the_privacy_policy() {
         "the stream got deliveries"
     );
 }
+
+/// The tracker follows the log while mail flows: rotation by rename (and a reload, as
+/// logrotate's postrotate does) and by copytruncate, and a SIGKILL with a restart between
+/// them; every delivery is recorded exactly once.
+#[test]
+fn rotation_and_restarts_lose_and_double_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(lab) = Lab::start("e2e_transit::rotation", FULL, &["ledger"]) else {
+        return;
+    };
+    let start_tracker = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(lab.path().join("track.log"))
+            .unwrap();
+        Milter::command()
+            .arg("--config")
+            .arg(&lab.milter.config_path)
+            .arg("track")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let round = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| lab.send(&["carol@remote.example"], ": removed"))
+            .collect()
+    };
+    let maillog = lab.path().join("maillog");
+    let mut tracker = start_tracker();
+    let mut sent = round(4);
+    // Rename, and Postfix opens a new file.
+    std::fs::rename(&maillog, lab.path().join("maillog.1")).unwrap();
+    lab.postfix.reload();
+    sent.extend(round(4));
+    kill(Pid::from_raw(tracker.id() as i32), Signal::SIGKILL).unwrap();
+    tracker.wait().unwrap();
+    // While the tracker is down: more mail, then copytruncate.
+    sent.extend(round(4));
+    std::fs::copy(&maillog, lab.path().join("maillog.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&maillog)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let mut tracker = start_tracker();
+    sent.extend(round(4));
+    let done = wait_for(
+        "the tracker to record every message as removed",
+        || {
+            let list = lab.transit(&["--state", "removed"]);
+            sent.iter().all(|q| list.contains_key(q)).then_some(list)
+        },
+        || {
+            format!(
+                "{}\n--- tracker ---\n{}",
+                lab.context(),
+                std::fs::read_to_string(lab.path().join("track.log")).unwrap_or_default()
+            )
+        },
+    );
+    kill(Pid::from_raw(tracker.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(tracker.wait().unwrap().success());
+    for qid in &sent {
+        let deliveries = done[qid]["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{qid}: {deliveries:#?}");
+        assert_eq!(deliveries[0]["status"], "sent");
+    }
+    assert_eq!(done.len(), sent.len(), "{done:#?}");
+}
+
+/// Sendmail's delivery lines (through a syslog socket of the test's own, written as rsyslog
+/// writes mail.log): a message whose every remote recipient was sent counts as removed, as
+/// Sendmail logs no removal at its default log level; local mail is not tracked.
+#[test]
+fn sendmail_deliveries_are_tracked() {
+    use crate::e2e::SendmailLab;
+    if !e2e::sendmail_available("e2e_transit::sendmail") {
+        return;
+    }
+    let lab = SendmailLab::start_with_events(
+        Socket::Tcp,
+        &["ledger", "jsonl"],
+        r#"
+[networks]
+trusted = ["127.0.0.0/8"]
+
+[domains]
+local = ["test.example"]
+
+[tracking]
+mta = "sendmail"
+source = "file"
+"#,
+    );
+    let send = |to: &'static str| -> String {
+        let id = new_message_id("sendmail-transit");
+        lab.swaks(
+            "alice@test.example",
+            &[to],
+            compose(&id, "alice@test.example", &[to], "transit", &[]),
+        )
+        .send(lab.path());
+        let (qid, _, _) = lab.delivered(&id, 1);
+        wait_for(
+            "Sendmail to log the delivery",
+            || {
+                std::fs::read_to_string(&lab.sendmail.maillog)
+                    .ok()?
+                    .lines()
+                    .any(|l| l.contains(&qid) && l.contains("stat=Sent"))
+                    .then_some(())
+            },
+            || lab.context(),
+        );
+        qid
+    };
+    let remote = send("carol@remote.example");
+    let local = send("bob@test.example");
+    let state = lab.path().join("track.state");
+    let run = |args: &[&str]| {
+        Milter::command()
+            .arg("--config")
+            .arg(&lab.milter.config_path)
+            .args(args)
+            .env("PRIVACY_MILTER_TRACKING__PATH", &lab.sendmail.maillog)
+            .env("PRIVACY_MILTER_TRACKING__STATE", &state)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["track", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.context()
+    );
+    let out = run(&["transit", "--format", "json"]);
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by_id: HashMap<&str, &Value> = list
+        .iter()
+        .map(|v| (v["queue_id"].as_str().unwrap(), v))
+        .collect();
+    assert!(!by_id.contains_key(local.as_str()), "{list:#?}");
+    let t = by_id
+        .get(remote.as_str())
+        .unwrap_or_else(|| panic!("{remote} not tracked: {list:#?}\n{}", lab.context()));
+    assert_eq!(t["state"], "removed", "{t:#}");
+    assert_eq!(t["deliveries"][0]["status"], "sent");
+    assert_eq!(t["deliveries"][0]["recipient_domain"], "remote.example");
+}

@@ -192,10 +192,15 @@ async fn events_land_in_postgres() {
     let milter = pg.milter("postgres/privacy-milter.toml").await;
     send_three_accepted(&milter).await;
 
-    assert_eq!(pg.value("SELECT MAX(version) FROM schema_version"), "1");
+    assert_eq!(pg.value("SELECT MAX(version) FROM schema_version"), "2");
     let rows = pg.query(
-        "SELECT id, host, class, direction, outcome, client_ip, sender_address, body
-         FROM events ORDER BY seq",
+        "SELECT id, host, class, direction, outcome,
+             (SELECT string_agg(value, ',' ORDER BY value) FROM subjects s
+              WHERE s.seq = e.seq AND value LIKE 'i:%'),
+             (SELECT string_agg(value, ',' ORDER BY value) FROM subjects s
+              WHERE s.seq = e.seq AND value LIKE 'a:eve%'),
+             body
+         FROM events e ORDER BY seq",
     );
     assert_eq!(rows.len(), 3);
     let stored: HashSet<String> = rows.iter().map(|r| r[0].clone().unwrap()).collect();
@@ -219,11 +224,14 @@ async fn events_land_in_postgres() {
     assert_eq!(rows[1][2].as_deref(), Some("inbound"));
     assert_eq!(rows[2][3].as_deref(), Some("relay"));
     assert_eq!(rows[0][4].as_deref(), Some("accepted"));
-    assert_eq!(rows[1][5].as_deref(), Some("198.51.100.9"));
-    assert_eq!(rows[1][6].as_deref(), Some("eve@remote.example"));
+    assert_eq!(rows[1][5].as_deref(), Some("i:198.51.100.9"));
+    assert_eq!(rows[1][6].as_deref(), Some("a:eve@remote.example"));
     assert_eq!(
-        pg.value("SELECT string_agg(address, ',' ORDER BY address) FROM recipients"),
-        "bob@example.org,bob@example.org,carol@transit.example"
+        pg.value(
+            "SELECT string_agg(value, ',' ORDER BY value) FROM subjects
+             WHERE value IN ('a:bob@example.org', 'a:carol@transit.example')"
+        ),
+        "a:bob@example.org,a:bob@example.org,a:carol@transit.example"
     );
     // Expiry is an instant: the relay event is kept 1s, the inbound one 90 days.
     assert_eq!(
@@ -288,8 +296,15 @@ async fn ledger_commands_on_postgres() {
     assert!(out.contains("4Internal"));
     let (_, out, _) = ledger_cmd(&milter, &["query", "--ip", "198.51.100.9"]);
     assert!(out.starts_with("0 events held"), "{out}");
-    // The recipients of erased events go with them.
-    assert_eq!(pg.value("SELECT COUNT(*) FROM recipients"), "1");
+    // The subjects of erased events go with them.
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM subjects WHERE seq NOT IN (SELECT seq FROM events)"),
+        "0"
+    );
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM subjects WHERE value LIKE '%eve@remote.example'"),
+        "0"
+    );
 
     // With the server gone the commands fail and say why.
     pg.stop();
@@ -373,8 +388,9 @@ async fn outage_spools_then_replays_in_order_exactly_once() {
         .collect();
     assert_eq!(order, sent, "spooled events went in before the newer ones");
     assert_eq!(
-        pg.value("SELECT COUNT(*) FROM recipients"),
-        sent.len().to_string()
+        pg.value("SELECT COUNT(DISTINCT seq) FROM subjects"),
+        sent.len().to_string(),
+        "each event's subjects, once"
     );
 }
 
@@ -852,11 +868,8 @@ async fn pseudonymised_spool_and_database_hold_no_raw_ip_or_address() {
         n += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rows = pg.query(
-        "SELECT coalesce(client_ip, ''), coalesce(sender_address, ''), body FROM events
-         UNION ALL SELECT coalesce(address, ''), coalesce(domain, ''), '' FROM recipients",
-    );
-    assert!(rows.len() >= 2 * 3, "events and recipients are stored");
+    let rows = pg.query("SELECT s.value, e.body FROM subjects s JOIN events e ON e.seq = s.seq");
+    assert!(rows.len() >= 2 * 3, "events and their subjects are stored");
     let stored: String = rows
         .iter()
         .flatten()
@@ -868,4 +881,138 @@ async fn pseudonymised_spool_and_database_hold_no_raw_ip_or_address() {
         assert!(!stored.contains(secret), "the database holds {secret}");
     }
     assert!(stored.contains("hmac:") && stored.contains("example.org"));
+}
+
+/// The binary with this configuration, tracking the test's own log file against an instance
+/// directory whose main.cf names the host the events carry.
+fn track_with(config: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("main.cf"), "myhostname = mx.test.example\n").unwrap();
+    Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("PRIVACY_MILTER_TRACKING__PATH", dir.join("maillog"))
+        .env("PRIVACY_MILTER_TRACKING__STATE", dir.join("track.state"))
+        .env("PRIVACY_MILTER_TRACKING__POSTFIX_CONFIG_DIR", &etc)
+        .output()
+        .unwrap()
+}
+
+/// Tracking on the shared ledger: the log's outcome joins the event by queue id and host,
+/// a line read again is stored once, and erasure takes the records with the event.
+#[tokio::test]
+async fn transit_is_tracked_in_postgres() {
+    let Some(pg) = Pg::start("transit_is_tracked_in_postgres") else {
+        return;
+    };
+    let milter = pg.milter("postgres/privacy-milter.toml").await;
+    let (_, status) = Mail::from_ip("198.51.100.9")
+        .rcpt("carol@transit.example")
+        .queue_id("3B3AE9AC053")
+        .send(&milter)
+        .await;
+    assert_eq!(status, Status::Continue);
+    let dir = milter.dir.path();
+    std::fs::write(
+        dir.join("maillog"),
+        "Nov 29 21:06:33 mx postfix/smtp[24393]: 3B3AE9AC053: to=<carol@transit.example>, relay=mx.transit.example[192.0.2.25]:25, delay=0.5, delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4T02Hr4S5hz9vf6k)\n\
+         Nov 29 21:06:33 mx postfix/qmgr[24385]: 3B3AE9AC053: removed\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = track_with(&milter.config_path, dir, &["track", "--once"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        pg.query("SELECT state, queue_id, host FROM transit")[0],
+        [
+            Some("removed".into()),
+            Some("3B3AE9AC053".into()),
+            Some("mx.test.example".into())
+        ]
+    );
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM deliveries"),
+        "1",
+        "stored once"
+    );
+    let out = track_with(&milter.config_path, dir, &["transit", "--format", "json"]);
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        list[0]["deliveries"][0]["remote_queue_id"],
+        "4T02Hr4S5hz9vf6k"
+    );
+    assert_eq!(list[0]["deliveries"][0]["status"], "sent");
+
+    let (ok, out, err) = ledger_cmd(&milter, &["erase", "--address", "carol@transit.example"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("erased 1 events"), "{out}");
+    for table in ["transit", "deliveries", "events"] {
+        assert_eq!(
+            pg.value(&format!("SELECT COUNT(*) FROM {table}")),
+            "0",
+            "{table}"
+        );
+    }
+}
+
+/// A ledger of schema version 1 (columns per lookup, a recipients table) moves to version 2
+/// at the first connection, its events found as before.
+#[tokio::test]
+async fn version_1_ledger_is_migrated() {
+    let Some(pg) = Pg::start("version_1_ledger_is_migrated") else {
+        return;
+    };
+    pg.query(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);
+         INSERT INTO schema_version VALUES (1);
+         CREATE TABLE events (
+             id UUID PRIMARY KEY, seq BIGINT GENERATED ALWAYS AS IDENTITY,
+             time TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL, class TEXT NOT NULL,
+             direction TEXT NOT NULL, outcome TEXT NOT NULL, host TEXT NOT NULL,
+             client_ip TEXT, sender_address TEXT, sender_domain TEXT, body TEXT NOT NULL);
+         CREATE INDEX events_expires_at ON events (expires_at);
+         CREATE INDEX events_time ON events (time);
+         CREATE INDEX events_host ON events (host);
+         CREATE INDEX events_client_ip ON events (client_ip);
+         CREATE INDEX events_sender_address ON events (sender_address);
+         CREATE INDEX events_sender_domain ON events (sender_domain);
+         CREATE TABLE recipients (
+             event_id UUID NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+             address TEXT, domain TEXT);
+         INSERT INTO events (id, time, expires_at, class, direction, outcome, host, client_ip,
+             sender_address, sender_domain, body)
+         VALUES ('0193a5d2-0000-7000-8000-000000000001', '2026-11-26T18:00:00Z',
+             '2099-01-01T00:00:00Z', 'inbound', 'inbound', 'accepted', 'mx.test.example',
+             '198.51.100.9', 'eve@remote.example', 'remote.example',
+             '{\"schema\":\"privacy-milter.message.v1\",\"id\":\"0193a5d2-0000-7000-8000-000000000001\",\"time\":\"2026-11-26T18:00:00.000Z\",\"host\":\"mx.test.example\",\"queue_id\":\"4Old\",\"outcome\":\"accepted\",\"direction\":\"inbound\",\"transit\":false,\"client\":{\"ip\":\"198.51.100.9\",\"authenticated\":false,\"webmail\":false},\"sender\":{\"address\":\"eve@remote.example\",\"domain\":\"remote.example\"},\"recipients\":[{\"address\":\"bob@example.org\",\"domain\":\"example.org\",\"local\":true}],\"size\":100,\"actions\":[],\"retention\":{\"class\":\"inbound\",\"expires_at\":\"2099-01-01T00:00:00.000Z\"}}');
+         INSERT INTO recipients VALUES
+             ('0193a5d2-0000-7000-8000-000000000001', 'bob@example.org', 'example.org');",
+    );
+    let milter = pg.milter("postgres/privacy-milter.toml").await;
+    for (args, found) in [
+        (["query", "--address", "bob@example.org"], true),
+        (["query", "--ip", "198.51.100.9"], true),
+        (["query", "--address", "eve@remote.example"], true),
+        (["query", "--address", "nobody@example.org"], false),
+    ] {
+        let (ok, out, err) = ledger_cmd(&milter, &args);
+        assert!(ok, "{err}");
+        assert_eq!(out.contains("4Old"), found, "{args:?}: {out}");
+    }
+    assert_eq!(pg.value("SELECT MAX(version) FROM schema_version"), "2");
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM events WHERE queue_id = '4Old'"),
+        "1"
+    );
+    assert_eq!(
+        pg.value("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'recipients'"),
+        "0"
+    );
 }
