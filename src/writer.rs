@@ -52,10 +52,16 @@ impl EventWriter {
     /// Opens the sinks (failing at once if one cannot be opened) and starts the writer thread.
     pub fn start(config: &Config) -> io::Result<Self> {
         let sinks = store::open_sinks(config).map_err(io::Error::other)?;
-        Self::spawn(sinks, config.events.queue_size)
+        Self::spawn(sinks, Some(config.clone()), config.events.queue_size)
     }
 
-    fn spawn(sinks: Vec<Box<dyn Store>>, queue_size: usize) -> io::Result<Self> {
+    /// `config`: what the sinks were opened from, to open them again after a reload whose
+    /// own sinks cannot be opened.
+    fn spawn(
+        sinks: Vec<Box<dyn Store>>,
+        config: Option<Config>,
+        queue_size: usize,
+    ) -> io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (to_syncer, jobs) = std::sync::mpsc::channel();
         thread::Builder::new()
@@ -63,7 +69,7 @@ impl EventWriter {
             .spawn(move || syncer(jobs))?;
         thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || writer(sinks, rx, to_syncer))?;
+            .spawn(move || writer(sinks, config, rx, to_syncer))?;
         Ok(Self {
             tx,
             queue: Arc::new(Semaphore::new(queue_size)),
@@ -173,6 +179,7 @@ impl Purge {
 
 fn writer(
     mut sinks: Vec<Box<dyn Store>>,
+    mut config: Option<Config>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     syncer: std::sync::mpsc::Sender<ToSyncer>,
 ) {
@@ -180,6 +187,8 @@ fn writer(
     let mut acks: Vec<Ack> = Vec::new();
     let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
     let mut purge: Option<Purge> = None;
+    // Why events cannot be written at all (no sink could be opened after a failed reload).
+    let mut broken: Option<String> = None;
     loop {
         // While a purge goes on, only look for requests between its steps.
         let first = if purge.is_some() {
@@ -211,7 +220,10 @@ fn writer(
             }
         }
         if !batch.is_empty() {
-            let (result, flushes) = write_all(&mut sinks, &batch);
+            let (result, flushes) = match &broken {
+                Some(why) => (Err(not_written("configured", why, &batch)), Vec::new()),
+                None => write_all(&mut sinks, &batch),
+            };
             if flushes.is_empty() {
                 for ack in acks.drain(..) {
                     let _ = ack.send(result.clone());
@@ -242,14 +254,35 @@ fn writer(
             }
         }
         match control {
-            Some(Request::Reopen(config, ack)) => {
-                let result = store::open_sinks(&config)
-                    .map(|new| {
-                        sinks = new;
-                        // The next timer tick purges the new sinks.
-                        purge = None;
-                    })
-                    .map_err(|e| e.to_string());
+            Some(Request::Reopen(new, ack)) => {
+                // The old sinks close first: a ledger moved aside and a new one at its path
+                // must never have connections open at once (they would share the `-wal` and
+                // `-shm` names and corrupt each other).
+                drop(std::mem::take(&mut sinks));
+                // The next timer tick purges the new sinks.
+                purge = None;
+                let result = match store::open_sinks(&new) {
+                    Ok(opened) => {
+                        sinks = opened;
+                        config = Some(*new);
+                        broken = None;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // The reload fails; the running configuration's sinks again.
+                        if let Some(running) = &config {
+                            match store::open_sinks(running) {
+                                Ok(opened) => sinks = opened,
+                                Err(again) => {
+                                    let why = format!("the sinks could not be opened again after a failed reload ({again})");
+                                    error!(target: TARGET, "{why}: events are not written until a reload succeeds");
+                                    broken = Some(why);
+                                }
+                            }
+                        }
+                        Err(e.to_string())
+                    }
+                };
                 let _ = ack.send(result);
             }
             Some(Request::Purge) => {
@@ -408,7 +441,7 @@ mod tests {
             release: Arc::new(Mutex::new(held)),
         }));
         (
-            EventWriter::spawn(vec![Box::new(sink)], 10).unwrap(),
+            EventWriter::spawn(vec![Box::new(sink)], None, 10).unwrap(),
             release,
         )
     }

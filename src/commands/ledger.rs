@@ -207,8 +207,15 @@ pub fn erase(config: &Config, subject: &Subject) -> Result<String, CommandError>
 /// (the daemon's rule: [`keys::destroy_retired`]).
 pub fn purge(config: &Config) -> Result<String, CommandError> {
     let now = Utc::now();
-    let purged = store::purge_all(open(config)?.as_mut(), now)?;
-    let mut out = format!("purged {purged} expired events\n");
+    let mut out = match store::purge_all(open(config)?.as_mut(), now) {
+        Ok(purged) => format!("purged {purged} expired events\n"),
+        // Done, but a reader (a backup, an export) kept the write-ahead log busy: what was
+        // deleted is gone from the ledger, its old copies go at the next purge.
+        Err(store::StoreError::WalBusy { done, .. }) => format!(
+            "{done}\nnote: a reader kept the write-ahead log busy; the old copies of the purged events in it go at the next purge\n"
+        ),
+        Err(e) => return Err(e.into()),
+    };
     for id in keys::destroy_retired(&config.privacy.keys, config.retention.longest(), now)? {
         let _ = writeln!(
             out,

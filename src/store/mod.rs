@@ -53,6 +53,17 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+    /// The ledger's file was deleted, replaced, truncated or overwritten under the daemon, or
+    /// fails SQLite's check.
+    #[error("{}: {what}", path.display())]
+    Damaged { path: PathBuf, what: String },
+    /// The ledger can only be read (file or directory permissions).
+    #[error("{}: the ledger is read-only for this user ({source}); events could not be written", path.display())]
+    ReadOnly {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("no ledger at {} (events.ledger.path)", .0.display())]
     NoLedger(PathBuf),
     #[error("{0}")]

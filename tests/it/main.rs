@@ -25,6 +25,7 @@ mod inbound_external;
 mod internal;
 mod keys;
 mod ledger;
+mod ledger_faults;
 mod local_submission;
 mod logging;
 mod mixed_recipients;

@@ -209,9 +209,21 @@ impl Db {
                 return Err(StoreError::io(path, e));
             }
         }
-        let failed = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
+        let failed = |e: rusqlite::Error| {
+            match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ReadOnly) => StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                source: e,
+            },
+            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Damaged {
+                path: path.to_path_buf(),
+                what: "it is no SQLite database (damaged, or another file); move it aside (a new one is started) or restore it from a backup".into(),
+            },
+            _ => StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        }
         };
         let conn = Connection::open(path).map_err(failed)?;
         // WAL lets queries run beside the daemon.
@@ -248,6 +260,39 @@ impl Db {
             }
             tx.pragma_update(None, "user_version", next)?;
             tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// SQLite's quick check of the whole file: a damaged ledger is named, not written to.
+    pub fn quick_check(&self) -> Result<()> {
+        let result: String = self.sql(
+            self.conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0)),
+        )?;
+        if result == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Damaged {
+            path: self.path.clone(),
+            what: format!(
+                "SQLite finds the ledger damaged ({result}); move it aside (a new one is started) or restore it from a backup"
+            ),
+        })
+    }
+
+    /// Refuses a ledger this connection may only read: SQLite opens a file it may not write
+    /// read-only, without a word, and only the first write would tell.
+    pub fn check_writable(&mut self) -> Result<()> {
+        let read_only = self.sql(self.conn.is_readonly(rusqlite::MAIN_DB))?;
+        if read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                    Some("SQLite opened it read-only".into()),
+                ),
+            });
         }
         Ok(())
     }
@@ -335,7 +380,9 @@ impl Db {
     /// transit records and deliveries, in one transaction; returns how many.
     pub fn purge_some(&mut self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
         let result = (|| {
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let expired = rows(&tx, EXPIRED_SQL, params![stamp(now), limit as i64])?;
             delete(&tx, &expired)?;
             tx.commit()?;
@@ -371,10 +418,15 @@ impl Db {
     pub fn erase(&mut self, filter: &Filter) -> Result<usize> {
         let (sql, values) = Self::matching_sql(filter);
         let result = (|| {
-            let tx = self.conn.transaction()?;
-            let found = rows(&tx, &sql, rusqlite::params_from_iter(values))?;
-            delete(&tx, &found)?;
-            tx.commit()?;
+            let found = rows(&self.conn, &sql, rusqlite::params_from_iter(values))?;
+            // In short transactions: the daemon's commits wait for each.
+            for chunk in found.chunks(crate::store::PURGE_CHUNK) {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                delete(&tx, chunk)?;
+                tx.commit()?;
+            }
             Ok(found.len())
         })();
         self.sql(result)

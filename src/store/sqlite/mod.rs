@@ -17,19 +17,33 @@ use crate::{
     transit::{Delivery, Transit},
 };
 use chrono::{DateTime, Utc};
-use db::{Db, BUSY_TIMEOUT};
-use std::{path::Path, sync::Arc, time::Duration};
-use tracing::warn;
+use db::Db;
+use std::{
+    fs::File,
+    os::unix::fs::{FileExt, MetadataExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+use tracing::{error, warn};
 use wal::WalKeeper;
 
-/// How long the end of a purge in the daemon waits for readers before it leaves the WAL to
-/// the next purge: messages wait for their events meanwhile.
-const TRUNCATE_PATIENCE: Duration = Duration::from_millis(200);
+/// How long one attempt to truncate the WAL waits for readers. Meanwhile no other connection
+/// may write (SQLite holds back writers while a truncating checkpoint waits), so the daemon's
+/// messages wait too: a moment only.
+const TRUNCATE_PATIENCE: Duration = Duration::from_millis(50);
+
+/// The commands try again this often, with a pause between in which the daemon writes, before
+/// they leave the WAL to a later purge (or ask for erase to be run again).
+const TRUNCATE_ATTEMPTS: u32 = 40;
+const TRUNCATE_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
     // Declared first, so dropped first (see `WalKeeper`).
     keeper: Option<WalKeeper>,
     db: Db,
+    /// The file the writer opened, watched before each batch.
+    guard: Option<FileGuard>,
     /// Events deleted since the WAL was last truncated: their old copies are still in it.
     deleted_in_wal: usize,
     /// How long truncating the WAL waits for other connections.
@@ -42,11 +56,16 @@ impl SqliteStore {
     pub fn for_writer(config: &LedgerConfig) -> Result<Self> {
         let open = || {
             let mut db = Db::open_with(&config.path, Synchronous::Normal)?;
+            // A damaged or read-only ledger is refused now, not found out message by message.
+            db.quick_check()?;
+            db.check_writable()?;
+            let guard = FileGuard::new(&config.path)?;
             db.disable_autocheckpoint()?;
             let keeper = WalKeeper::start(&mut db, config.synchronous)?;
             Ok(Self {
                 keeper: Some(keeper),
                 db,
+                guard: Some(guard),
                 deleted_in_wal: 0,
                 patience: TRUNCATE_PATIENCE,
             })
@@ -62,8 +81,9 @@ impl SqliteStore {
         Ok(Self {
             keeper: None,
             db: Db::open(path)?,
+            guard: None,
             deleted_in_wal: 0,
-            patience: BUSY_TIMEOUT,
+            patience: TRUNCATE_PATIENCE,
         })
     }
 
@@ -73,21 +93,140 @@ impl SqliteStore {
         Ok(Self {
             keeper: None,
             db: Db::open(path).map_err(|e| e.opening("events.ledger.path"))?,
+            guard: None,
             deleted_in_wal: 0,
-            patience: BUSY_TIMEOUT,
+            patience: TRUNCATE_PATIENCE,
         })
     }
 
-    /// Truncates the WAL if deletions left copies in it; false if readers kept it busy.
+    /// Truncates the WAL if deletions left copies in it; false if readers kept it busy. The
+    /// daemon tries once (its next purge tries again); a command a few times, giving way to
+    /// the daemon's commits between attempts.
     fn truncate_wal(&mut self) -> Result<bool> {
         if self.deleted_in_wal == 0 {
             return Ok(true);
         }
-        let truncated = self.db.truncate_wal(self.patience)?;
-        if truncated {
-            self.deleted_in_wal = 0;
+        let attempts = if self.keeper.is_some() {
+            1
+        } else {
+            TRUNCATE_ATTEMPTS
+        };
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::sleep(TRUNCATE_PAUSE);
+            }
+            if self.db.truncate_wal(self.patience)? {
+                self.deleted_in_wal = 0;
+                return Ok(true);
+            }
         }
-        Ok(truncated)
+        Ok(false)
+    }
+}
+
+impl Drop for SqliteStore {
+    /// The writer's connection copies the whole WAL into the database and empties it before
+    /// it closes. SQLite would do so at close, but not for a file moved aside while open
+    /// (it leaves the WAL at the old path, where a new ledger would read it as its own).
+    fn drop(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            drop(keeper);
+            match self.db.truncate_wal(db::BUSY_TIMEOUT) {
+                Ok(true) => {}
+                Ok(false) => warn!(
+                    target: "privacy_milter::sinks::ledger",
+                    "ledger {}: readers kept the write-ahead log busy at close; SQLite copies it at the next open",
+                    self.db.path().display()
+                ),
+                Err(e) => {
+                    error!(target: "privacy_milter::sinks::ledger", "ledger checkpoint at close: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Watches the ledger's file under the daemon: deleted, truncated or overwritten by something
+/// else, it must not go on taking events that nobody will find (SQLite would write on into an
+/// unlinked inode, or a file it no longer understands). A file moved aside (renamed, still
+/// linked) keeps taking events, which stay in it, until a reload opens the one at the path.
+struct FileGuard {
+    path: PathBuf,
+    /// The file as opened, for its identity, size and header.
+    file: File,
+    /// Its largest size seen: a ledger's file never shrinks (no VACUUM, no auto_vacuum).
+    largest: u64,
+    /// The move has been reported.
+    moved: bool,
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+impl FileGuard {
+    fn new(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let mut guard = Self {
+            path: path.to_path_buf(),
+            file,
+            largest: 0,
+            moved: false,
+        };
+        guard.check()?;
+        Ok(guard)
+    }
+
+    /// Three system calls per batch: the path's identity, the file's size, its magic.
+    fn check(&mut self) -> Result<()> {
+        let broken = |what: &str| {
+            error!(
+                target: "privacy_milter::sinks::ledger",
+                "ledger {}: {what}; no event is written to it until it is restored (or moved aside) and the daemon reloaded",
+                self.path.display()
+            );
+            StoreError::Damaged {
+                path: self.path.clone(),
+                what: what.to_string(),
+            }
+        };
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        if held.nlink() == 0 {
+            return Err(broken("the file was deleted while the daemon was running"));
+        }
+        let here = match std::fs::metadata(&self.path) {
+            Ok(now) => (now.dev(), now.ino()) == (held.dev(), held.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(StoreError::io(&self.path, e)),
+        };
+        if !here && !self.moved {
+            warn!(
+                target: "privacy_milter::sinks::ledger",
+                "ledger {}: the file was moved away (or another put in its place); events go on into the moved file until a reload (SIGHUP) opens the one at this path",
+                self.path.display()
+            );
+        }
+        self.moved = !here;
+        if held.len() < self.largest {
+            return Err(broken(
+                "the file was truncated while the daemon was running",
+            ));
+        }
+        self.largest = held.len();
+        if held.len() >= SQLITE_MAGIC.len() as u64 {
+            let mut magic = [0u8; 16];
+            self.file
+                .read_exact_at(&mut magic, 0)
+                .map_err(|e| StoreError::io(&self.path, e))?;
+            if &magic != SQLITE_MAGIC {
+                return Err(broken(
+                    "the file was overwritten: it is no SQLite database any more",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +236,9 @@ impl Store for SqliteStore {
     }
 
     fn write(&mut self, batch: &[Event]) -> Result<Option<Arc<dyn Flush>>> {
+        if let Some(guard) = &mut self.guard {
+            guard.check()?;
+        }
         match &mut self.keeper {
             Some(keeper) => keeper.commit(&mut self.db, batch),
             None => self.db.insert(batch).map(|()| None),
@@ -173,6 +315,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use db::BUSY_TIMEOUT;
     use std::fs::File;
     use wal::{wal_path, Runway, WalFile, RESTART_FRAMES};
 
@@ -457,5 +600,35 @@ mod tests {
             assert!(!left.contains(gone), "the ledger files still hold {gone}");
         }
         assert!(left.contains("4Bob"));
+    }
+
+    /// SQLite leaves the WAL at the old path when the ledger was moved aside while open (and
+    /// a new ledger there would read it as its own): the writer's store copies it into the
+    /// moved file before closing.
+    #[test]
+    fn a_moved_ledger_gets_every_event_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
+        let mut sink = SqliteStore::for_writer(&config).unwrap();
+        let write = |sink: &mut SqliteStore, n: usize| {
+            if let Some(flush) = sink.write(&[event(n)]).unwrap() {
+                flush.flush().unwrap();
+            }
+        };
+        for n in 0..10 {
+            write(&mut sink, n);
+        }
+        let moved = dir.path().join("moved.sqlite");
+        std::fs::rename(&config.path, &moved).unwrap();
+        for n in 10..20 {
+            write(&mut sink, n);
+        }
+        drop(sink);
+        assert_eq!(events_in(&moved), 20);
+        let wal = wal_path(&config.path);
+        assert!(
+            std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+            "frames left at the old path"
+        );
     }
 }

@@ -1,0 +1,275 @@
+//! The SQLite ledger under faults, with the real daemon: moved aside and reopened by SIGHUP,
+//! deleted, truncated or overwritten while running, damaged at start, read-only on reload, and
+//! the `ledger` commands beside an open reader. Each says what the MTA is told.
+
+use crate::common::*;
+use indymilter_test::Status;
+use nix::sys::signal::Signal;
+use rusqlite::Connection;
+use std::{collections::HashMap, path::Path};
+
+fn relay(n: usize) -> Mail {
+    Mail::from_ip("198.51.100.9")
+        .rcpt("x@remote.example")
+        .queue_id(&format!("4F{n:04}"))
+}
+
+/// Queue ids of the events in the ledger at `path`, through a connection of our own.
+fn queue_ids(path: &Path) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok", "{}", path.display());
+    let mut stmt = conn
+        .prepare("SELECT json_extract(body, '$.queue_id') FROM events")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Moved aside while mail flows, then SIGHUP: the moved file keeps what went to it (intact),
+/// the new one what came after; every accepted message has exactly one event.
+#[tokio::test]
+async fn a_ledger_moved_aside_and_reopened_keeps_every_event() {
+    let daemon = Daemon::start("ledger_faults/privacy-milter.toml");
+    let ledger = daemon.dir.path().join("ledger.sqlite");
+    let moved = daemon.dir.path().join("moved.sqlite");
+    let mut accepted = Vec::new();
+    for n in 0..300 {
+        if n == 100 {
+            std::fs::rename(&ledger, &moved).unwrap();
+        }
+        if n == 150 {
+            daemon.signal(Signal::SIGHUP);
+        }
+        let (_, status) = relay(n).send_on(daemon.connect().await).await;
+        assert_eq!(status, Status::Continue, "message {n}:\n{}", daemon.log());
+        accepted.push(format!("4F{n:04}"));
+    }
+    daemon.wait_log("configuration reloaded");
+    let mut daemon = daemon;
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("the file was moved away"),
+        "{}",
+        daemon.log()
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let (old, new) = (queue_ids(&moved), queue_ids(&ledger));
+    assert!(
+        old.len() >= 100 && !new.is_empty(),
+        "{} / {}",
+        old.len(),
+        new.len()
+    );
+    for id in old.into_iter().chain(new) {
+        *counts.entry(id).or_default() += 1;
+    }
+    for id in &accepted {
+        assert_eq!(counts.get(id), Some(&1), "{id}: {counts:?}");
+    }
+    assert_eq!(counts.len(), accepted.len());
+}
+
+/// Deleted, truncated or overwritten under the daemon: the next message is told to try again
+/// later (`events.on_error = "tempfail"`), the log says what happened, and nothing goes into a
+/// file nobody will read.
+#[tokio::test]
+async fn a_ledger_deleted_truncated_or_overwritten_is_noticed() {
+    for (what, damage) in [("deleted", 0), ("truncated", 1), ("overwritten", 2)] {
+        let daemon = Daemon::start("ledger_faults/privacy-milter.toml");
+        let ledger = daemon.dir.path().join("ledger.sqlite");
+        let (_, status) = relay(0).send_on(daemon.connect().await).await;
+        assert_eq!(status, Status::Continue);
+        match damage {
+            0 => std::fs::remove_file(&ledger).unwrap(),
+            1 => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&ledger)
+                .unwrap()
+                .set_len(0)
+                .unwrap(),
+            _ => {
+                use std::os::unix::fs::FileExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&ledger)
+                    .unwrap()
+                    .write_all_at(b"this is no ledger at all", 0)
+                    .unwrap();
+            }
+        }
+        let (_, status) = relay(1).send_on(daemon.connect().await).await;
+        assert!(
+            matches!(status, Status::Tempfail { .. }),
+            "{what}: {status:?}\n{}",
+            daemon.log()
+        );
+        let log = daemon.log();
+        assert!(
+            log.contains(&format!("the file was {what}")),
+            "{what}:\n{log}"
+        );
+        assert!(
+            log.contains("event not recorded, the MTA is told to try again later"),
+            "{log}"
+        );
+    }
+}
+
+/// A damaged ledger at start: the daemon refuses to start, and says what to do.
+#[tokio::test]
+async fn a_damaged_ledger_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite");
+    {
+        let conn = Connection::open(&ledger).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size = 1024; CREATE TABLE filler (x); \
+             INSERT INTO filler VALUES (randomblob(20000));",
+        )
+        .unwrap();
+    }
+    // A page in the middle goes bad: the file still opens, SQLite's check fails.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&ledger)
+            .unwrap();
+        file.write_all_at(&[0xff; 1024], 2048).unwrap();
+    }
+    let config = dir.path().join("privacy-milter.toml");
+    std::fs::write(
+        &config,
+        case_config("ledger_faults/privacy-milter.toml", dir.path()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ledger.sqlite") && (err.contains("damaged") || err.contains("malformed")),
+        "{err}"
+    );
+    assert!(err.contains("move it aside"), "{err}");
+}
+
+/// A reload whose ledger this user can only read (SQLite opens such a file read-only without
+/// a word) keeps the running configuration and its ledger, and says why.
+#[tokio::test]
+async fn a_read_only_ledger_on_reload_keeps_the_running_one() {
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    if !can_run_as_root("the daemon runs as nobody, the other ledger belongs to root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let daemon = Daemon::start_with("ledger_faults/privacy-milter.toml", dir, |binary| {
+        let mut command = std::process::Command::new(binary);
+        command.uid(65534).gid(65534);
+        command
+    });
+    let (_, status) = relay(1).send_on(daemon.connect().await).await;
+    assert_eq!(status, Status::Continue, "{}", daemon.log());
+    // A ledger of the current schema, in WAL mode, that only root may write.
+    let ro = daemon.dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let other = ro.join("ledger.sqlite");
+    Connection::open(daemon.dir.path().join("ledger.sqlite"))
+        .unwrap()
+        .execute("VACUUM INTO ?1", [other.to_str().unwrap()])
+        .unwrap();
+    Connection::open(&other)
+        .unwrap()
+        .pragma_update(None, "journal_mode", "WAL")
+        .unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::write(
+        &daemon.config_path,
+        case_config("ledger_faults/read_only.toml", daemon.dir.path()),
+    )
+    .unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration not reloaded");
+    assert!(daemon.log().contains("read-only"), "{}", daemon.log());
+    let (_, status) = relay(7).send_on(daemon.connect().await).await;
+    assert_eq!(status, Status::Continue, "{}", daemon.log());
+    let ids = queue_ids(&daemon.dir.path().join("ledger.sqlite"));
+    assert!(ids.contains(&"4F0007".to_string()), "{ids:?}");
+}
+
+/// `ledger purge` beside a reader that holds the write-ahead log (a backup, an export, a
+/// `sqlite3` shell): it finishes and exits 0, and mail meanwhile keeps every event.
+#[tokio::test]
+async fn purge_beside_a_reader_costs_no_event() {
+    let daemon = Daemon::start("ledger_faults/privacy-milter.toml");
+    let ledger = daemon.dir.path().join("ledger.sqlite");
+    for n in 0..50 {
+        relay(n).send_on(daemon.connect().await).await;
+    }
+    // Relay events are kept 1 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let reader = Connection::open(&ledger).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let held: i64 = reader
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert!(held >= 50);
+    let config = daemon.config_path.clone();
+    let purge = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+            .arg("--config")
+            .arg(&config)
+            .args(["ledger", "purge"])
+            .output()
+            .unwrap()
+    });
+    let mut statuses = Vec::new();
+    for n in 50..70 {
+        statuses.push(relay(n).send_on(daemon.connect().await).await.1);
+    }
+    let out = purge.join().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("purged"), "{said}");
+    reader.execute_batch("COMMIT").unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == Status::Continue),
+        "{statuses:?}"
+    );
+    // A commit that failed would have been tempfailed and logged.
+    assert!(
+        !daemon.log().contains("event not recorded"),
+        "{}",
+        daemon.log()
+    );
+    // Nothing to delete, a reader open: exit 0.
+    let reader = Connection::open(&ledger).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM events;")
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"))
+        .arg("--config")
+        .arg(&daemon.config_path)
+        .args(["ledger", "purge"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
