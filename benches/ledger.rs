@@ -79,15 +79,18 @@ enum Variant {
     Handoff,
     Append,
     LedgerSync,
+    /// The same without the group-commit window: every event written as it comes.
+    LedgerSyncNoWindow,
     LedgerNormal,
     LedgerAsync,
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [
+    const ALL: [Variant; 6] = [
         Variant::Handoff,
         Variant::Append,
         Variant::LedgerSync,
+        Variant::LedgerSyncNoWindow,
         Variant::LedgerNormal,
         Variant::LedgerAsync,
     ];
@@ -97,6 +100,7 @@ impl Variant {
             Variant::Handoff => "handoff",
             Variant::Append => "append",
             Variant::LedgerSync => "ledger sync",
+            Variant::LedgerSyncNoWindow => "sync, no window",
             Variant::LedgerNormal => "ledger normal",
             Variant::LedgerAsync => "ledger async",
         }
@@ -107,9 +111,10 @@ impl Variant {
         config.events.sinks = match self {
             Variant::Handoff => Vec::new(),
             Variant::Append => vec![SinkKind::Jsonl],
-            Variant::LedgerSync | Variant::LedgerNormal | Variant::LedgerAsync => {
-                vec![SinkKind::Ledger]
-            }
+            Variant::LedgerSync
+            | Variant::LedgerSyncNoWindow
+            | Variant::LedgerNormal
+            | Variant::LedgerAsync => vec![SinkKind::Ledger],
         };
         config.events.enabled = !config.events.sinks.is_empty();
         config.events.ledger.path = dir.join("ledger.sqlite");
@@ -123,7 +128,12 @@ impl Variant {
             Durability::Sync
         };
         let config = Config::resolve(config).expect("a valid configuration");
-        EventWriter::start(&config).expect("writer starts")
+        let window = if self == Variant::LedgerSyncNoWindow {
+            std::time::Duration::ZERO
+        } else {
+            privacy_milter::internals::GROUP_COMMIT_WINDOW
+        };
+        EventWriter::start_with(&config, window).expect("writer starts")
     }
 }
 
@@ -264,7 +274,12 @@ async fn bench() {
             );
         }
     }
-    let paced = [Variant::Append, Variant::LedgerSync, Variant::LedgerNormal];
+    let paced = [
+        Variant::Append,
+        Variant::LedgerSync,
+        Variant::LedgerSyncNoWindow,
+        Variant::LedgerNormal,
+    ];
     let (sessions, pace) = (16, Duration::from_millis(5));
     let n = if smoke { 320 } else { 3_200 };
     println!(

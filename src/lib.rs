@@ -60,6 +60,6 @@ pub mod internals {
         privacy::AddressView,
         store::PURGE_CHUNK,
         transit::State,
-        writer::EventWriter,
+        writer::{EventWriter, GROUP_COMMIT_WINDOW},
     };
 }

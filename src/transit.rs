@@ -103,9 +103,18 @@ impl Status {
     }
 }
 
+/// Where a store keeps a transit record: its event's row, and the queue id it is filed
+/// under (which `postsuper -r` may change). Set by the store; opaque to everyone else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreKey {
+    pub seq: i64,
+    pub queue_id: String,
+}
+
 /// One transit message as the ledger keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transit {
+    pub key: StoreKey,
     /// The message's event.
     pub event_id: Uuid,
     pub host: String,
@@ -147,6 +156,7 @@ impl Transit {
         remote: u32,
     ) -> Self {
         Self {
+            key: StoreKey::default(),
             event_id,
             host: host.to_string(),
             queue_id: queue_id.to_string(),

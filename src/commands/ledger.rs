@@ -145,13 +145,12 @@ fn tracked(
     ledger: &mut dyn Store,
     events: &[Event],
 ) -> Result<HashMap<uuid::Uuid, TransitView>, CommandError> {
-    let ids: Vec<uuid::Uuid> = events.iter().filter(|e| e.transit).map(|e| e.id).collect();
-    if ids.is_empty() {
+    if !events.iter().any(|e| e.transit) {
         return Ok(HashMap::new());
     }
     let now = Utc::now();
     Ok(ledger
-        .lifecycles(&ids)?
+        .lifecycles(events)?
         .iter()
         .filter(|l| l.transit.state != State::Pending || !l.deliveries.is_empty())
         .map(|l| (l.transit.event_id, TransitView::new(l, now)))

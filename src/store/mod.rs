@@ -179,7 +179,7 @@ pub trait Store: Send {
 
     /// The lifecycles of these events (those that are transit messages), for `ledger query`
     /// and `export`.
-    fn lifecycles(&mut self, _events: &[uuid::Uuid]) -> Result<Vec<Lifecycle>> {
+    fn lifecycles(&mut self, _events: &[Event]) -> Result<Vec<Lifecycle>> {
         Err(StoreError::NotALedger(self.name()))
     }
 }

@@ -483,14 +483,14 @@ impl Database {
         let update = tx.prepare(
             "UPDATE transit SET queue_id = $2, state = $3, acknowledged_at = $4,
                  removed_at = $5, sent = $6, bounced = $7, alerts = $8
-             WHERE seq = (SELECT seq FROM events WHERE id = $1)",
+             WHERE seq = $1",
         )?;
         for t in transits {
             let counts = [t.sent, t.bounced, t.alerts].map(|n| n as i32);
             tx.execute(
                 &update,
                 &[
-                    &t.event_id,
+                    &t.key.seq,
                     &t.queue_id,
                     &t.state.as_str(),
                     &t.acknowledged_at,
@@ -502,14 +502,18 @@ impl Database {
             )?;
         }
         let insert = tx.prepare(
-            "INSERT INTO deliveries (seq, id, time, body)
-             SELECT seq, $2, $3, $4 FROM events WHERE id = $1 ON CONFLICT DO NOTHING",
+            "INSERT INTO deliveries (seq, id, time, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
         )?;
         for d in deliveries {
-            tx.execute(
-                &insert,
-                &[&d.event_id, &d.id, &instant(&d.time)?, &d.to_json()],
-            )?;
+            let Some(seq) = transits
+                .iter()
+                .find(|t| t.event_id == d.event_id)
+                .map(|t| t.key.seq)
+            else {
+                continue;
+            };
+            tx.execute(&insert, &[&seq, &d.id, &instant(&d.time)?, &d.to_json()])?;
         }
         tx.commit()?;
         Ok(())
@@ -542,7 +546,8 @@ impl Database {
     }
 
     /// The lifecycles of those of `events` that are transit messages.
-    pub fn lifecycles(&self, events: &[Uuid]) -> Result<Vec<Lifecycle>> {
+    pub fn lifecycles(&self, events: &[Event]) -> Result<Vec<Lifecycle>> {
+        let events: Vec<Uuid> = events.iter().filter(|e| e.transit).map(|e| e.id).collect();
         let mut client = self.pool.get()?;
         let rows = client.query(
             format!(
@@ -632,8 +637,13 @@ fn delete(tx: &mut postgres::Transaction<'_>, rows: &[postgres::Row]) -> Result<
 fn transit_from_row(r: &postgres::Row) -> Result<(Transit, i64)> {
     let state: String = r.get(2);
     let count = |i: usize| r.get::<_, i32>(i).max(0) as u32;
+    let seq: i64 = r.get(11);
     Ok((
         Transit {
+            key: crate::transit::StoreKey {
+                seq,
+                queue_id: r.get(0),
+            },
             queue_id: r.get(0),
             host: r.get(1),
             state: state.parse().map_err(StoreError::Other)?,
@@ -646,7 +656,7 @@ fn transit_from_row(r: &postgres::Row) -> Result<(Transit, i64)> {
             alerts: count(9),
             event_id: r.get(10),
         },
-        r.get(11),
+        seq,
     ))
 }
 

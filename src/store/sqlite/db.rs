@@ -16,7 +16,6 @@ use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
-use uuid::Uuid;
 
 /// The first schema: the columns of each lookup, with an index each.
 const V1: &str = "
@@ -48,14 +47,15 @@ const V1: &str = "
     CREATE INDEX recipients_domain ON recipients (domain);
 ";
 
-/// The second schema (tables; `migrate_v2` moves the events over). An event touches few
-/// pages: its row in arrival order (`seq`), the id, time and expiry indexes, which all grow at
-/// their end, and one `subjects` row per IP, address or domain it holds, in one index
-/// instead of eight. Transit messages get a `transit` record and their `deliveries`.
+/// The second schema (tables; `migrate_v2` moves the events over). An event touches fewer
+/// pages: its row in arrival order (`seq`; the id is in the body, no index needs it), the time
+/// and expiry indexes, which grow at their end, and one `subjects` row per IP, address or
+/// domain it holds, in one index instead of eight. A transit message gets one `transit` row,
+/// filed by queue id (the tracker's lookup), and `transit_open` holds the messages still in
+/// the queue; its delivery attempts go to `deliveries`.
 const V2: &str = "
     CREATE TABLE events_v2 (
         seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
         time TEXT NOT NULL,
         expires_at TEXT NOT NULL,
         class TEXT NOT NULL,
@@ -71,8 +71,9 @@ const V2: &str = "
         PRIMARY KEY (value, seq)
     ) WITHOUT ROWID;
     CREATE TABLE transit (
-        seq INTEGER PRIMARY KEY,
         queue_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
         host TEXT NOT NULL,
         state TEXT NOT NULL,
         since TEXT NOT NULL,
@@ -81,10 +82,11 @@ const V2: &str = "
         remote INTEGER NOT NULL,
         sent INTEGER NOT NULL,
         bounced INTEGER NOT NULL,
-        alerts INTEGER NOT NULL
-    );
-    CREATE INDEX transit_queue_id ON transit (queue_id);
-    CREATE INDEX transit_state ON transit (state, since);
+        alerts INTEGER NOT NULL,
+        PRIMARY KEY (queue_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX transit_open ON transit (since)
+        WHERE state IN ('pending', 'deferred', 'acknowledged');
     CREATE TABLE deliveries (
         seq INTEGER NOT NULL,
         id TEXT NOT NULL,
@@ -106,66 +108,78 @@ const V2_FINISH: &str = "
 /// The schema's current version (`PRAGMA user_version`).
 const VERSION: usize = 2;
 
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events
-    (id, time, expires_at, class, direction, outcome, host, queue_id, body)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_EVENT: &str = "INSERT INTO events
+    (time, expires_at, class, direction, outcome, host, queue_id, body)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const INSERT_SUBJECT: &str = "INSERT OR IGNORE INTO subjects (value, seq) VALUES (?1, ?2)";
 const INSERT_TRANSIT: &str = "INSERT OR IGNORE INTO transit
-    (seq, queue_id, host, state, since, acknowledged_at, removed_at, remote, sent, bounced, alerts)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    (queue_id, seq, event_id, host, state, since, acknowledged_at, removed_at, remote, sent,
+     bounced, alerts)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// At most ?2 events expired by ?1, the oldest expiry first.
-const EXPIRED_SQL: &str =
-    "SELECT seq, body FROM events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+const EXPIRED_SQL: &str = "SELECT seq, queue_id, body FROM events
+    WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
 
 /// The events one of whose subjects is in (#), oldest first.
-const MATCHING_SQL: &str = "SELECT seq, body FROM events
+const MATCHING_SQL: &str = "SELECT seq, queue_id, body FROM events
     WHERE seq IN (SELECT seq FROM subjects WHERE value IN (#)) ORDER BY time, seq";
 
 const DELETE_SUBJECT: &str = "DELETE FROM subjects WHERE value = ?1 AND seq = ?2";
 /// Only where an event's body cannot be read: the subjects are then found by a scan.
 const DELETE_SUBJECTS_BY_SCAN: &str = "DELETE FROM subjects WHERE seq = ?1";
 const DELETE_DELIVERIES: &str = "DELETE FROM deliveries WHERE seq = ?1";
-const DELETE_TRANSIT: &str = "DELETE FROM transit WHERE seq = ?1";
+const DELETE_TRANSIT: &str = "DELETE FROM transit WHERE queue_id = ?1 AND seq = ?2";
 const DELETE_EVENT: &str = "DELETE FROM events WHERE seq = ?1";
 
 /// The events with ?1 <= time < ?2, oldest first.
 const EXPORT_SQL: &str =
     "SELECT body FROM events WHERE time >= ?1 AND time < ?2 ORDER BY time, seq";
 
-/// A transit record's columns, then its event's id.
-const TRANSIT_COLUMNS: &str = "t.queue_id, t.host, t.state, t.since, t.acknowledged_at,
-    t.removed_at, t.remote, t.sent, t.bounced, t.alerts, e.id, t.seq";
+/// A transit record's columns.
+const TRANSIT_COLUMNS: &str = "queue_id, host, state, since, acknowledged_at, removed_at,
+    remote, sent, bounced, alerts, event_id, seq";
 
 /// The transit record of queue id ?1: the latest still open, else the latest.
 fn transit_by_queue_id_sql() -> String {
     format!(
-        "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
-         WHERE t.queue_id = ?1
-         ORDER BY t.state IN ('pending', 'deferred', 'acknowledged') DESC, t.seq DESC LIMIT 1"
+        "SELECT {TRANSIT_COLUMNS} FROM transit WHERE queue_id = ?1
+         ORDER BY state IN ('pending', 'deferred', 'acknowledged') DESC, seq DESC LIMIT 1"
     )
 }
 
-/// The transit records in the states (#) accepted before ?1, oldest first.
+/// The messages still in the queue accepted before ?1, oldest first (`transit_open`).
+fn open_transits_sql() -> String {
+    format!(
+        "SELECT {TRANSIT_COLUMNS} FROM transit
+         WHERE state IN ('pending', 'deferred', 'acknowledged') AND since < ?1
+         ORDER BY since, seq"
+    )
+}
+
+/// Every transit record in the states (#) accepted before ?1, oldest first. Settled ones
+/// have no index of their own: listing them reads the table (a command, never the mail's
+/// path).
 fn transits_sql() -> String {
     format!(
-        "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq
-         WHERE t.state IN (#) AND t.since < ?1 ORDER BY t.since, t.seq"
+        "SELECT {TRANSIT_COLUMNS} FROM transit
+         WHERE state IN (#) AND since < ?1 ORDER BY since, seq"
     )
 }
 
-/// The transit record of the event ?1.
+/// The transit record of the event ?2 filed under queue id ?1.
 fn transit_of_event_sql() -> String {
-    format!(
-        "SELECT {TRANSIT_COLUMNS} FROM transit t JOIN events e ON e.seq = t.seq WHERE e.id = ?1"
-    )
+    format!("SELECT {TRANSIT_COLUMNS} FROM transit WHERE queue_id = ?1 AND event_id = ?2")
 }
 
-const UPDATE_TRANSIT: &str = "UPDATE transit SET queue_id = ?2, state = ?3,
-    acknowledged_at = ?4, removed_at = ?5, sent = ?6, bounced = ?7, alerts = ?8
-    WHERE seq = (SELECT seq FROM events WHERE id = ?1)";
-const INSERT_DELIVERY: &str = "INSERT OR IGNORE INTO deliveries (seq, id, time, body)
-    SELECT seq, ?2, ?3, ?4 FROM events WHERE id = ?1";
+const UPDATE_TRANSIT: &str = "UPDATE transit SET queue_id = ?3, state = ?4,
+    acknowledged_at = ?5, removed_at = ?6, sent = ?7, bounced = ?8, alerts = ?9
+    WHERE queue_id = ?1 AND seq = ?2";
+/// `postsuper -r` gave the message a new queue id: the event's row follows, so that purge and
+/// erasure find its transit record.
+const REQUEUED_EVENT: &str = "UPDATE events SET queue_id = ?2 WHERE seq = ?1";
+const INSERT_DELIVERY: &str =
+    "INSERT OR IGNORE INTO deliveries (seq, id, time, body) VALUES (?1, ?2, ?3, ?4)";
 const DELIVERIES_SQL: &str = "SELECT body FROM deliveries WHERE seq = ?1 ORDER BY time, id";
 
 /// How long a connection waits for another one's lock.
@@ -408,7 +422,7 @@ impl Db {
         let found = self.sql(result)?;
         found
             .into_iter()
-            .map(|(_, body)| self.event(&body))
+            .map(|(_, _, body)| self.event(&body))
             .collect()
     }
 
@@ -475,7 +489,8 @@ impl Db {
                 let mut update = tx.prepare_cached(UPDATE_TRANSIT)?;
                 for t in transits {
                     update.execute(params![
-                        t.event_id.to_string(),
+                        t.key.queue_id,
+                        t.key.seq,
                         t.queue_id,
                         t.state.as_str(),
                         t.acknowledged_at.map(stamp),
@@ -484,10 +499,16 @@ impl Db {
                         t.bounced,
                         t.alerts,
                     ])?;
+                    if t.queue_id != t.key.queue_id {
+                        tx.execute(REQUEUED_EVENT, params![t.key.seq, t.queue_id])?;
+                    }
                 }
                 let mut insert = tx.prepare_cached(INSERT_DELIVERY)?;
-                for d in deliveries {
-                    insert.execute(params![d.event_id.to_string(), d.id, d.time, d.to_json()])?;
+                for (d, seq) in deliveries.iter().filter_map(|d| {
+                    let t = transits.iter().find(|t| t.event_id == d.event_id)?;
+                    Some((d, t.key.seq))
+                }) {
+                    insert.execute(params![seq, d.id, d.time, d.to_json()])?;
                 }
             }
             tx.commit()
@@ -497,35 +518,34 @@ impl Db {
 
     /// The transit messages `query` selects, oldest first, with their deliveries.
     pub fn transits(&self, query: &TransitQuery) -> Result<Vec<Lifecycle>> {
-        let states: Vec<&str> = if query.states.is_empty() {
-            State::ALL
-                .iter()
-                .filter(|s| !query.open_only || s.is_open())
-                .map(|s| s.as_str())
-                .collect()
-        } else {
-            query
-                .states
-                .iter()
-                .filter(|s| !query.open_only || s.is_open())
-                .map(|s| s.as_str())
-                .collect()
-        };
-        let marks = (2..states.len() + 2)
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = transits_sql().replace('#', &marks);
         let before = query.since_before.map(stamp).unwrap_or_else(|| "~".into());
-        let mut values = vec![before];
-        values.extend(states.iter().map(|s| s.to_string()));
+        let only_open = query.open_only
+            || (!query.states.is_empty() && query.states.iter().all(|s| s.is_open()));
+        let (sql, mut values) = if only_open {
+            (open_transits_sql(), vec![before])
+        } else {
+            let states: Vec<String> = State::ALL
+                .iter()
+                .filter(|s| query.states.is_empty() || query.states.contains(s))
+                .map(|s| s.as_str().to_string())
+                .collect();
+            let marks = (2..states.len() + 2)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut values = vec![before];
+            values.extend(states);
+            (transits_sql().replace('#', &marks), values)
+        };
+        let wanted: Vec<State> = query.states.clone();
         let result = (|| {
             let mut stmt = self.conn.prepare(&sql)?;
             let found = stmt
-                .query_map(rusqlite::params_from_iter(values), transit_from_row)?
+                .query_map(rusqlite::params_from_iter(values.drain(..)), transit_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             found
                 .into_iter()
+                .filter(|(t, _)| wanted.is_empty() || wanted.contains(&t.state))
                 .map(|(transit, seq)| self.lifecycle(transit, seq))
                 .collect::<rusqlite::Result<Vec<_>>>()
         })();
@@ -533,13 +553,20 @@ impl Db {
     }
 
     /// The lifecycles of those of `events` that are transit messages.
-    pub fn lifecycles(&self, events: &[Uuid]) -> Result<Vec<Lifecycle>> {
+    pub fn lifecycles(&self, events: &[Event]) -> Result<Vec<Lifecycle>> {
         let result = (|| {
             let mut found = Vec::new();
-            for id in events {
+            for e in events {
+                let Some(queue_id) = e.queue_id.as_deref().filter(|_| e.transit) else {
+                    continue;
+                };
                 let row = self
                     .conn
-                    .query_row(&transit_of_event_sql(), [id.to_string()], transit_from_row)
+                    .query_row(
+                        &transit_of_event_sql(),
+                        params![queue_id, e.id.to_string()],
+                        transit_from_row,
+                    )
                     .optional()?;
                 if let Some((transit, seq)) = row {
                     found.push(self.lifecycle(transit, seq)?);
@@ -628,8 +655,7 @@ fn insert(conn: &mut Connection, events: &[Event], locked: impl FnOnce()) -> rus
         let mut subject_stmt = tx.prepare_cached(INSERT_SUBJECT)?;
         let mut transit_stmt = tx.prepare_cached(INSERT_TRANSIT)?;
         for e in events {
-            let inserted = event_stmt.execute(params![
-                e.id.to_string(),
+            event_stmt.execute(params![
                 e.time,
                 e.retention.expires_at,
                 e.retention.class,
@@ -639,17 +665,15 @@ fn insert(conn: &mut Connection, events: &[Event], locked: impl FnOnce()) -> rus
                 e.queue_id,
                 e.to_json(),
             ])?;
-            if inserted == 0 {
-                continue;
-            }
             let seq = tx.last_insert_rowid();
             for value in subjects(e) {
                 subject_stmt.execute(params![value, seq])?;
             }
             if let Some(t) = transit_of(e) {
                 transit_stmt.execute(params![
-                    seq,
                     t.queue_id,
+                    seq,
+                    t.event_id.to_string(),
                     t.host,
                     t.state.as_str(),
                     stamp(t.since),
@@ -667,24 +691,23 @@ fn insert(conn: &mut Connection, events: &[Event], locked: impl FnOnce()) -> rus
     tx.commit()
 }
 
-/// `(seq, body)` of the events a query finds.
-fn rows(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<(i64, String)>> {
+/// An event as deletion needs it: its row, the queue id its transit record is filed
+/// under, and its body (for its subjects).
+type Row = (i64, Option<String>, String);
+
+/// The events a query of `(seq, queue_id, body)` finds.
+fn rows(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = conn.prepare(sql)?;
     let found = stmt
-        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect();
     found
 }
 
-/// Deletes events (by `seq`, with their bodies to find their subjects) and everything that
-/// hangs on them.
-fn delete(tx: &rusqlite::Transaction<'_>, events: &[(i64, String)]) -> rusqlite::Result<()> {
+/// Deletes events and everything that hangs on them.
+fn delete(tx: &rusqlite::Transaction<'_>, events: &[Row]) -> rusqlite::Result<()> {
     let mut subject = tx.prepare_cached(DELETE_SUBJECT)?;
-    for (seq, body) in events {
+    for (seq, queue_id, body) in events {
         match serde_json::from_str::<Event>(body) {
             Ok(event) => {
                 for value in subjects(&event) {
@@ -696,7 +719,9 @@ fn delete(tx: &rusqlite::Transaction<'_>, events: &[(i64, String)]) -> rusqlite:
             }
         }
         tx.execute(DELETE_DELIVERIES, [seq])?;
-        tx.execute(DELETE_TRANSIT, [seq])?;
+        if let Some(queue_id) = queue_id {
+            tx.execute(DELETE_TRANSIT, params![queue_id, seq])?;
+        }
         tx.execute(DELETE_EVENT, [seq])?;
     }
     Ok(())
@@ -724,12 +749,18 @@ fn transit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Transit, i64)> {
     let bad = |i: usize, e: String| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
     };
+    let queue_id: String = r.get(0)?;
+    let seq: i64 = r.get(11)?;
     Ok((
         Transit {
+            key: crate::transit::StoreKey {
+                seq,
+                queue_id: queue_id.clone(),
+            },
             event_id: id
                 .parse()
                 .map_err(|e: uuid::Error| bad(10, e.to_string()))?,
-            queue_id: r.get(0)?,
+            queue_id,
             host: r.get(1)?,
             state: state.parse().map_err(|e| bad(2, e))?,
             since: time(3)?.ok_or_else(|| bad(3, "no time".into()))?,
@@ -740,7 +771,7 @@ fn transit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Transit, i64)> {
             bounced: r.get(8)?,
             alerts: r.get(9)?,
         },
-        r.get(11)?,
+        seq,
     ))
 }
 
@@ -750,8 +781,8 @@ fn transit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Transit, i64)> {
 fn migrate_v2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(V2)?;
     tx.execute(
-        "INSERT INTO events_v2 (id, time, expires_at, class, direction, outcome, host, queue_id, body)
-         SELECT id, time, expires_at, class, direction, outcome, host,
+        "INSERT INTO events_v2 (time, expires_at, class, direction, outcome, host, queue_id, body)
+         SELECT time, expires_at, class, direction, outcome, host,
                 json_extract(body, '$.queue_id'), body
          FROM events ORDER BY time, id",
         [],
@@ -798,14 +829,14 @@ mod tests {
             DELETE_TRANSIT,
             DELETE_EVENT,
             UPDATE_TRANSIT,
-            INSERT_DELIVERY,
+            REQUEUED_EVENT,
             DELIVERIES_SQL,
         ]
         .map(String::from)
         .to_vec();
         statements.push(transit_by_queue_id_sql());
         statements.push(transit_of_event_sql());
-        statements.push(transits_sql().replace('#', "?2, ?3"));
+        statements.push(open_transits_sql());
         for filter in &filters {
             statements.push(Db::matching_sql(filter).0);
         }
@@ -1017,7 +1048,7 @@ mod tests {
             })
             .unwrap()
             .is_empty());
-        assert_eq!(db.lifecycles(&[event.id]).unwrap().len(), 1);
+        assert_eq!(db.lifecycles(std::slice::from_ref(&event)).unwrap().len(), 1);
 
         let erased = db
             .erase(&Filter::Address(vec!["alice@example.org".into()]))

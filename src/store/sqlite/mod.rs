@@ -307,7 +307,7 @@ impl Store for SqliteStore {
         self.db.transits(query)
     }
 
-    fn lifecycles(&mut self, events: &[uuid::Uuid]) -> Result<Vec<Lifecycle>> {
+    fn lifecycles(&mut self, events: &[Event]) -> Result<Vec<Lifecycle>> {
         self.db.lifecycles(events)
     }
 }
