@@ -41,7 +41,7 @@ mod token;
 mod writer;
 
 pub use config::{Config, ConfigError, LogOverride, Overrides, Source, DEFAULT_PATH};
-pub use daemon::{run, Reload, Reloaded, SHUTDOWN_GRACE};
+pub use daemon::{fit_descriptor_limit, run, Reload, Reloaded, SHUTDOWN_GRACE};
 pub use listener::Listener;
 pub use logging::{init as init_logging, report_error};
 

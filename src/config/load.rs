@@ -21,6 +21,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "socket_mode",
     "socket_group",
     "dry_run",
+    "max_connections",
     "log",
     "networks",
     "domains",

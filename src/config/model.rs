@@ -19,6 +19,9 @@ pub struct Settings {
     pub socket_group: String,
     /// Decide, log and record events, but change no header.
     pub dry_run: bool,
+    /// Most milter connections served at once; further ones wait in the listener's backlog
+    /// until one closes. Each takes a file descriptor.
+    pub max_connections: usize,
     pub log: Log,
     pub networks: Networks,
     pub domains: Domains,
@@ -35,6 +38,7 @@ impl Default for Settings {
             socket_mode: FileMode(0o660),
             socket_group: String::new(),
             dry_run: false,
+            max_connections: 1000,
             log: Log::default(),
             networks: Networks::default(),
             domains: Domains::default(),
