@@ -174,11 +174,18 @@ pub async fn run(
         events: events.clone(),
     };
 
-    let max_connections = daemon.sessions.current().config.max_connections;
-    let gate = Gate::new(listener, max_connections);
+    let (max_connections, session_timeout) = {
+        let config = &daemon.sessions.current().config;
+        (config.max_connections, config.session_timeout.0)
+    };
+    let gate = Gate::new(listener, max_connections, session_timeout);
     let (drained, drained_rx) = oneshot::channel::<()>();
     let milter_config = indymilter::Config {
         max_connections,
+        // indymilter times each whole frame it reads, from the moment it waits for the next
+        // command until the frame's last byte, and each reply it writes: a connection that
+        // sends nothing, or stops half-way through a frame, is closed after this long.
+        connection_timeout: session_timeout,
         ..Default::default()
     };
     let milter = indymilter::run(

@@ -22,6 +22,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "socket_group",
     "dry_run",
     "max_connections",
+    "session_timeout",
     "log",
     "networks",
     "domains",

@@ -18,7 +18,7 @@ mod values;
 
 pub use load::{ConfigError, LogOverride, Overrides, Source, DEFAULT_PATH};
 pub use model::*;
-pub use values::{in_networks, Domain, Network, SocketSpec};
+pub use values::{in_networks, Domain, Network, Period, SocketSpec};
 
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::{collections::HashSet, fs, ops::Deref, path::Path};

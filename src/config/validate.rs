@@ -14,6 +14,9 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
             format!("must be from 1 to {MAX_CONNECTIONS}"),
         ));
     }
+    if s.session_timeout.0.is_zero() {
+        return Err(("session_timeout", "must be longer than 0s".into()));
+    }
     let oip = &s.rules.originating_ip;
     if oip.ipv4_prefix > 32 {
         return Err((

@@ -10,7 +10,6 @@ mod abort;
 mod architecture;
 mod authenticated_submission;
 mod config_errors;
-mod connection_flood;
 mod daemon;
 mod disk_full;
 mod dry_run;
@@ -41,3 +40,7 @@ mod shipped_config;
 mod trusted_network;
 mod unit_sandbox;
 mod webmail;
+
+mod connection_flood;
+mod session_limits;
+mod wire;
