@@ -52,6 +52,7 @@ pub mod internals {
         classify::Direction,
         config::{Durability, Settings, SinkKind, Synchronous},
         event::{Client, Event, Outcome, RecipientView, Retention, SCHEMA},
+        listener::MAX_FRAME,
         privacy::AddressView,
         store::PURGE_CHUNK,
         writer::EventWriter,

@@ -42,5 +42,6 @@ mod unit_sandbox;
 mod webmail;
 
 mod connection_flood;
+mod protocol_fuzz;
 mod session_limits;
 mod wire;

@@ -136,10 +136,14 @@ pub async fn send_raw(socket: &Path, bytes: &[u8]) -> UnixStream {
 
 /// The resident memory of a process, in KiB (VmRSS in /proc/PID/status).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a live process");
+    try_rss_kib(pid).expect("VmRSS of a live process")
+}
+
+/// The same, `None` once the process is gone.
+pub fn try_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
