@@ -136,3 +136,33 @@ async fn connections_beyond_max_connections_wait_their_turn() {
         daemon.log()
     );
 }
+
+/// Below a hard limit high enough, the daemon raises its own soft limit to what
+/// `max_connections` (1000) needs, 1000 + 64, and does not warn.
+#[tokio::test]
+async fn raises_its_soft_descriptor_limit_to_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_with(CONFIG, dir, |binary| {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            r#"ulimit -S -n 256 && ulimit -H -n 4096 && exec "$0" "$@""#,
+            binary,
+        ]);
+        command
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3..5], ["1064", "4096"], "{limits}");
+    assert!(
+        !daemon.log().contains("file descriptors"),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.stop().success());
+}
