@@ -5,6 +5,10 @@
 //! delayed-ACK stalls of about 40 ms. `TCP_NODELAY` sends our replies at once; Linux clears
 //! `TCP_QUICKACK` after it acknowledges, so it is set again after every read, which makes
 //! the kernel acknowledge the MTA's no-reply commands at once instead of holding its next write.
+//!
+//! What indymilter is handed ([`Gate`], [`Stream`]) also keeps a connection from costing more
+//! than it should: accept() failing for want of resources never ends the milter (issue 15.1),
+//! and a command longer than [`MAX_FRAME`] ends its connection before it is read (15.2).
 
 use crate::config::{Config, Period, SocketSpec};
 use std::{
@@ -149,7 +153,7 @@ struct GateState {
 
 /// How long the gate waits before it calls accept() again after a failure for want of
 /// resources: short enough that a freed descriptor is used at once, long enough not to spin.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// An error is logged at most this often, however often it recurs.
 const LOG_EVERY: Duration = Duration::from_secs(60);
