@@ -5,7 +5,7 @@
 
 use crate::{
     callbacks,
-    config::{reload::keep_restart_only, Config},
+    config::{reload::keep_restart_only, Config, SinkKind},
     keys,
     listener::{Gate, Listener},
     session::{Sessions, Snapshot},
@@ -92,6 +92,54 @@ impl Daemon {
     }
 }
 
+/// Descriptors the daemon needs besides one per connection: the runtime, the listener, the
+/// log, the sinks' files (the ledger alone holds six) and a second set of them while a reload
+/// reopens them, with room to spare.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The descriptors `config` needs: one per connection, the reserve, and two per PostgreSQL
+/// connection (the old pool and the new while a reload reopens the sinks).
+fn descriptors_needed(config: &Config) -> u64 {
+    let pool = if config.events.sinks.contains(&SinkKind::Postgres) {
+        2 * config.events.postgres.pool_size as u64
+    } else {
+        0
+    };
+    (config.max_connections as u64)
+        .saturating_add(RESERVED_DESCRIPTORS)
+        .saturating_add(pool)
+}
+
+/// Makes room for `max_connections`: raises the soft limit on open files as far as needed and
+/// the hard limit allows (the usual soft limit, 1024, is too low for the default), and warns
+/// if that is not enough. Call once at start, before serving: the limit is the process's.
+///
+/// Short of descriptors, connections beyond the limit wait in the listener's backlog (the
+/// listener backs off) and the sinks may fail to reopen; the warning says what to change.
+pub fn fit_descriptor_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = descriptors_needed(config);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut limit = soft;
+    if soft < needed {
+        let raised = needed.min(hard);
+        if setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() {
+            limit = raised;
+        }
+    }
+    if limit < needed {
+        warn!(
+            target: TARGET,
+            "max_connections = {} needs {needed} file descriptors, but the limit is {limit}: \
+             raise LimitNOFILE= in the unit (or ulimit -n), or lower max_connections; until \
+             then connections beyond the limit wait until descriptors free up",
+            config.max_connections
+        );
+    }
+}
+
 /// Expired events are purged, and keys rotated, at start and every `retention.purge_interval`.
 fn purge_timer(config: &Config) -> tokio::time::Interval {
     let mut timer = tokio::time::interval(config.retention.purge_interval.0);
@@ -126,10 +174,18 @@ pub async fn run(
         events: events.clone(),
     };
 
-    let gate = Gate::new(listener);
+    let (max_connections, session_timeout) = {
+        let config = &daemon.sessions.current().config;
+        (config.max_connections, config.session_timeout.0)
+    };
+    let gate = Gate::new(listener, max_connections, session_timeout);
     let (drained, drained_rx) = oneshot::channel::<()>();
     let milter_config = indymilter::Config {
-        max_connections: 1024,
+        max_connections,
+        // indymilter times each whole frame it reads, from the moment it waits for the next
+        // command until the frame's last byte, and each reply it writes: a connection that
+        // sends nothing, or stops half-way through a frame, is closed after this long.
+        connection_timeout: session_timeout,
         ..Default::default()
     };
     let milter = indymilter::run(

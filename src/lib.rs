@@ -44,7 +44,7 @@ mod transit;
 mod writer;
 
 pub use config::{Config, ConfigError, LogOverride, Overrides, Source, DEFAULT_PATH};
-pub use daemon::{run, Reload, Reloaded, SHUTDOWN_GRACE};
+pub use daemon::{fit_descriptor_limit, run, Reload, Reloaded, SHUTDOWN_GRACE};
 pub use listener::Listener;
 pub use logging::{init as init_logging, report_error};
 pub use track::{run as track, Counts as TrackCounts, TrackError};
@@ -57,6 +57,7 @@ pub mod internals {
         classify::Direction,
         config::{Durability, Period, Settings, SinkKind, Synchronous},
         event::{Client, Event, Outcome, RecipientView, Retention, SCHEMA},
+        listener::MAX_FRAME,
         privacy::AddressView,
         store::PURGE_CHUNK,
         transit::State,

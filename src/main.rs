@@ -389,6 +389,7 @@ async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
 
+    privacy_milter::fit_descriptor_limit(&config);
     let listener = Listener::bind(&config).await?;
     info!(
         "privacy-milter {} listening on {}{}",

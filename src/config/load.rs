@@ -21,6 +21,8 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "socket_mode",
     "socket_group",
     "dry_run",
+    "max_connections",
+    "session_timeout",
     "log",
     "networks",
     "domains",

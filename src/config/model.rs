@@ -19,6 +19,12 @@ pub struct Settings {
     pub socket_group: String,
     /// Decide, log and record events, but change no header.
     pub dry_run: bool,
+    /// Most milter connections served at once; further ones wait in the listener's backlog
+    /// until one closes. Each takes a file descriptor.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long, or takes longer than this to send one
+    /// command, is closed (conf/privacy-milter.toml says why 30 minutes).
+    pub session_timeout: Period,
     pub log: Log,
     pub networks: Networks,
     pub domains: Domains,
@@ -36,6 +42,8 @@ impl Default for Settings {
             socket_mode: FileMode(0o660),
             socket_group: String::new(),
             dry_run: false,
+            max_connections: 1000,
+            session_timeout: Period(std::time::Duration::from_secs(30 * 60)),
             log: Log::default(),
             networks: Networks::default(),
             domains: Domains::default(),

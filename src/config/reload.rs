@@ -1,6 +1,7 @@
-//! What a reload (SIGHUP) may change. The socket, logging and the event queue are set up once
-//! at start; a reload that changes them keeps the running values (so the running
-//! configuration always describes what runs) and says, every time, that they need a restart.
+//! What a reload (SIGHUP) may change. The socket, the connection limits, logging and the event
+//! queue are set up once at start; a reload that changes them keeps the running values (so the
+//! running configuration always describes what runs) and says, every time, that they need a
+//! restart.
 
 use super::Config;
 
@@ -20,6 +21,8 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!(socket, "socket");
     keep!(socket_mode, "socket_mode");
     keep!(socket_group, "socket_group");
+    keep!(max_connections, "max_connections");
+    keep!(session_timeout, "session_timeout");
     keep!(log.level, "log.level");
     keep!(log.destination, "log.destination");
     keep!(log.syslog_socket, "log.syslog_socket");

@@ -3,7 +3,20 @@
 
 use super::{KeyProblem, Settings, SinkKind};
 
+/// The most descriptors a Linux process can have by default (`fs.nr_open`): more connections
+/// could never be open at once.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
 pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
+    if !(1..=MAX_CONNECTIONS).contains(&s.max_connections) {
+        return Err((
+            "max_connections",
+            format!("must be from 1 to {MAX_CONNECTIONS}"),
+        ));
+    }
+    if s.session_timeout.0.is_zero() {
+        return Err(("session_timeout", "must be longer than 0s".into()));
+    }
     let oip = &s.rules.originating_ip;
     if oip.ipv4_prefix > 32 {
         return Err((

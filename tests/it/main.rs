@@ -42,3 +42,8 @@ mod shipped_config;
 mod trusted_network;
 mod unit_sandbox;
 mod webmail;
+
+mod connection_flood;
+mod protocol_fuzz;
+mod session_limits;
+mod wire;
