@@ -8,7 +8,9 @@ use crate::{
     config::{reload::keep_restart_only, Config, SinkKind},
     keys,
     listener::{Gate, Listener},
+    metrics::{self, label, DAEMON},
     session::{Sessions, Snapshot},
+    store,
     writer::EventWriter,
 };
 use std::{future::Future, io, sync::Arc, time::Duration};
@@ -55,11 +57,56 @@ struct Daemon {
 
 /// Rotates keys and destroys retired ones; logs what it destroyed.
 fn refresh_keys(config: &Config) -> Result<keys::Secrets, keys::KeyError> {
-    let (secrets, destroyed) = keys::refresh(&config.key_policy(), chrono::Utc::now())?;
+    let now = chrono::Utc::now();
+    let (secrets, destroyed) = keys::refresh(&config.key_policy(), now)?;
     for id in destroyed {
         info!(target: TARGET, "destroyed key {id}: every event made with it has expired");
     }
+    for (kind, key) in [("hmac", &secrets.hmac), ("aead", &secrets.aead)] {
+        if let Some(key) = key {
+            DAEMON
+                .key_age_seconds
+                .get_or_create(&label("kind", kind))
+                .set((now - key.created).num_seconds());
+        }
+    }
     Ok(secrets)
+}
+
+/// Counts what the ledger holds per retention class, on a connection of its own beside the
+/// writer's (a reader: it never holds up events).
+fn count_records(config: Arc<Config>) {
+    let ledger = config.events.enabled
+        && config
+            .events
+            .sinks
+            .iter()
+            .any(|s| matches!(s, SinkKind::Ledger | SinkKind::Postgres));
+    if !ledger {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        let stats = store::open_ledger(&config).and_then(|mut ledger| ledger.stats());
+        match stats {
+            Ok(stats) => {
+                let mut per_class: std::collections::BTreeMap<&str, i64> = Default::default();
+                for (class, _, n) in &stats.counts {
+                    *per_class.entry(class.as_str()).or_default() += *n as i64;
+                }
+                for class in [
+                    "inbound", "outbound", "internal", "relay", "rejected", "aborted",
+                ] {
+                    DAEMON
+                        .ledger_records
+                        .get_or_create(&label("class", class))
+                        .set(per_class.get(class).copied().unwrap_or(0));
+                }
+            }
+            Err(e) => {
+                warn!(target: TARGET, "cannot count the ledger's records for the metrics: {e}")
+            }
+        }
+    });
 }
 
 impl Daemon {
@@ -85,10 +132,13 @@ impl Daemon {
     fn housekeeping(&self) {
         let config = Arc::clone(&self.sessions.current().config);
         match refresh_keys(&config) {
-            Ok(secrets) => self.sessions.replace(Snapshot::new(config, secrets)),
+            Ok(secrets) => self
+                .sessions
+                .replace(Snapshot::new(Arc::clone(&config), secrets)),
             Err(e) => error!(target: TARGET, "key ring: {e}; the keys in use stay"),
         }
         self.events.purge();
+        count_records(config);
     }
 }
 
@@ -159,6 +209,19 @@ pub async fn run(
     shutdown: impl Future,
 ) -> io::Result<()> {
     let secrets = refresh_keys(&config).map_err(io::Error::other)?;
+    let metrics = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let addr = &config.metrics.listen;
+        let endpoint = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics.listen {addr}: {e}")))?;
+        info!(target: TARGET, "metrics at http://{addr}/metrics");
+        Some(tokio::spawn(metrics::http::serve(
+            endpoint,
+            metrics::render_daemon,
+        )))
+    };
     let events = EventWriter::start(&config)?;
     let host: Arc<str> = nix::unistd::gethostname()
         .ok()
@@ -214,6 +277,8 @@ pub async fn run(
                     Ok(_) => info!(target: TARGET, "configuration reloaded"),
                     Err(e) => error!(target: TARGET, "configuration not reloaded, the running one stays:\n{e}"),
                 }
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                DAEMON.reloads.get_or_create(&label("result", outcome)).inc();
                 if let Some(reply) = request.reply {
                     let _ = reply.send(result);
                 }
@@ -239,6 +304,9 @@ pub async fn run(
     let _ = drained.send(());
     let result = milter.await;
     events.stop().await;
+    if let Some(endpoint) = metrics {
+        endpoint.abort();
+    }
     info!(target: TARGET, "stopped");
     result
 }

@@ -34,6 +34,7 @@ mod ip;
 mod keys;
 mod listener;
 mod logging;
+mod metrics;
 mod privacy;
 mod rules;
 mod session;
@@ -47,7 +48,7 @@ pub use config::{Config, ConfigError, LogOverride, Overrides, Source, DEFAULT_PA
 pub use daemon::{fit_descriptor_limit, run, Reload, Reloaded, SHUTDOWN_GRACE};
 pub use listener::Listener;
 pub use logging::{init as init_logging, report_error};
-pub use track::{run as track, Counts as TrackCounts, TrackError};
+pub use track::{run as track, serve_metrics as track_metrics, Counts as TrackCounts, TrackError};
 
 /// Not a stable interface: what the crate's benches and tests use inside the crate.
 #[doc(hidden)]

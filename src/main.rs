@@ -319,12 +319,18 @@ fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
                 notify(&[NotifyState::Stopping]);
             }
         });
+        let endpoint = privacy_milter::track_metrics(&config)
+            .await
+            .map_err(|e| e.to_string())?;
         notify(&[NotifyState::Ready, NotifyState::Status("tracking")]);
         let flag = Arc::clone(&stop);
-        tokio::task::spawn_blocking(move || privacy_milter::track(&config, once, flag))
+        let counts = tokio::task::spawn_blocking(move || privacy_milter::track(&config, once, flag))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| {
+            .map_err(|e| e.to_string())?;
+        if let Some(endpoint) = endpoint {
+            endpoint.abort();
+        }
+        counts.map_err(|e| {
                 let mut text = e.to_string();
                 let mut cause = std::error::Error::source(&e);
                 while let Some(c) = cause {

@@ -6,12 +6,13 @@
 //! event writer, and the count of open sessions that shutdown waits for.
 
 use crate::{
-    classify::{classify, Classification},
+    classify::{classify, Classification, Direction},
     config::{Config, Durability, OnError},
     event::{Event, Outcome, Parts},
     facts::{unbracket, ConnectionFacts, MessageFacts, Recipient, WatchedHeaders},
     ip,
     keys::Secrets,
+    metrics::{self, DAEMON},
     privacy::Pseudonymiser,
     rules::{self, originating_ip, Action, Edit},
     writer::EventWriter,
@@ -23,7 +24,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, RwLock,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -87,6 +88,7 @@ impl Sessions {
     /// A session for a new connection.
     pub fn start(self: &Arc<Self>, negotiated: Negotiated) -> Session {
         self.open.fetch_add(1, Ordering::Relaxed);
+        DAEMON.sessions_open.inc();
         Session {
             snapshot: self.current(),
             shared: Arc::clone(self),
@@ -117,6 +119,7 @@ impl Sessions {
     }
 
     fn closed(&self) {
+        DAEMON.sessions_open.dec();
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.all_closed.notify_waiters();
         }
@@ -234,8 +237,33 @@ impl Session {
 
     /// End of message: decide, record the event, apply the edits, answer the MTA.
     pub async fn eom(&mut self, queue_id: Option<String>, mta: &impl ContextActions) -> Status {
+        let started = Instant::now();
+        let (status, direction) = self.end_of_message(queue_id, mta).await;
+        if let Some(direction) = direction {
+            let outcome = match status {
+                Status::Tempfail => "tempfailed",
+                _ => "accepted",
+            };
+            DAEMON
+                .messages
+                .get_or_create(&vec![
+                    ("direction", direction.as_str().to_string()),
+                    ("outcome", outcome.to_string()),
+                ])
+                .inc();
+            DAEMON.eom_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        status
+    }
+
+    /// [`Session::eom`]'s work; also says the message's direction, if there was a message.
+    async fn end_of_message(
+        &mut self,
+        queue_id: Option<String>,
+        mta: &impl ContextActions,
+    ) -> (Status, Option<Direction>) {
         let Some(mut msg) = self.msg.take() else {
-            return Status::Continue;
+            return (Status::Continue, None);
         };
         if queue_id.is_some() {
             msg.queue_id = queue_id;
@@ -253,6 +281,13 @@ impl Session {
         );
         let qid = msg.queue_id.clone().unwrap_or_else(|| "-".into());
         let labels = rules::labels(&actions);
+        for label in &labels {
+            DAEMON
+                .rule_actions
+                .get_or_create(&metrics::label("action", label.as_str()))
+                .inc();
+        }
+        let direction = Some(class.direction);
         if actions
             .iter()
             .any(|a| a.label == originating_ip::DROPPED_INVALID)
@@ -292,7 +327,7 @@ impl Session {
                         };
                         error!(queue_id = %qid, "event not recorded, {told}: {e}");
                         if tempfail {
-                            return Status::Tempfail;
+                            return (Status::Tempfail, direction);
                         }
                     }
                 }
@@ -302,21 +337,22 @@ impl Session {
         }
 
         if config.dry_run {
-            return Status::Continue;
+            return (Status::Continue, direction);
         }
         if !self.negotiated.can_edit {
             if actions.iter().any(|a| a.edit.is_some()) {
                 warn!(queue_id = %qid, "header edits skipped: the MTA does not allow header changes");
             }
-            return Status::Continue;
+            return (Status::Continue, direction);
         }
-        match apply(&actions, mta).await {
+        let status = match apply(&actions, mta).await {
             Ok(()) => Status::Continue,
             Err(e) => {
                 error!(queue_id = %qid, "cannot edit the header: {e}");
                 Status::Tempfail
             }
-        }
+        };
+        (status, direction)
     }
 
     /// The MTA gave up the message (RSET, a rejected transaction, a lost client).
@@ -343,8 +379,15 @@ impl Session {
             outcome = if outcome == Outcome::Rejected { "rejected" } else { "aborted" },
             "message not completed"
         );
+        let class = classify(&self.conn, &msg, &self.snapshot.config);
+        DAEMON
+            .messages
+            .get_or_create(&vec![
+                ("direction", class.direction.as_str().to_string()),
+                ("outcome", outcome.as_str().to_string()),
+            ])
+            .inc();
         if self.snapshot.config.events.enabled {
-            let class = classify(&self.conn, &msg, &self.snapshot.config);
             let event = self.event(&msg, &class, outcome, Vec::new());
             self.shared.events.record(event);
         }

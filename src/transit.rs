@@ -105,7 +105,7 @@ impl Status {
 
 /// Where a store keeps a transit record: its event's row, and the queue id it is filed
 /// under (which `postsuper -r` may change). Set by the store; opaque to everyone else.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StoreKey {
     pub seq: i64,
     pub queue_id: String,

@@ -16,6 +16,7 @@
 use crate::{
     config::Config,
     event::Event,
+    metrics::{label, DAEMON},
     store::{self, Flush, Store, PURGE_CHUNK},
 };
 use std::{io, sync::Arc, thread};
@@ -72,7 +73,12 @@ impl EventWriter {
     /// zero writes every event as soon as it comes).
     pub fn start_with(config: &Config, window: Duration) -> io::Result<Self> {
         let sinks = store::open_sinks(config).map_err(io::Error::other)?;
-        Self::spawn(sinks, Some(config.clone()), config.events.queue_size, window)
+        Self::spawn(
+            sinks,
+            Some(config.clone()),
+            config.events.queue_size,
+            window,
+        )
     }
 
     /// `config`: what the sinks were opened from, to open them again after a reload whose
@@ -100,12 +106,18 @@ impl EventWriter {
 
     /// Writes an event and waits until it is durable in every sink.
     pub async fn commit(&self, event: Event) -> Result<(), String> {
+        let started = Instant::now();
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Request::Event(Box::new(event), Some(ack), None))
             .map_err(|_| "the event writer has stopped".to_string())?;
-        done.await
-            .map_err(|_| "the event writer has stopped".to_string())?
+        let result = done
+            .await
+            .map_err(|_| "the event writer has stopped".to_string())?;
+        DAEMON
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Queues an event without waiting for it to be written (`durability = "async"`). When
@@ -352,19 +364,32 @@ fn write_all(sinks: &mut [Box<dyn Store>], batch: &[Event]) -> (Result<(), Strin
     let mut flushes = Vec::new();
     for (index, sink) in sinks.iter_mut().enumerate() {
         match sink.write(batch) {
-            Ok(flush) => flushes.extend(flush.map(|flush| Pending {
+            Ok(Some(flush)) => flushes.push(Pending {
                 sink: index,
                 name: sink.name(),
                 flush,
-            })),
+            }),
+            Ok(None) => written(sink.name(), batch.len()),
             Err(e) => failure = Some(not_written(sink.name(), &e.to_string(), batch)),
         }
     }
     (failure.map_or(Ok(()), Err), flushes)
 }
 
+/// Counts events a sink made durable.
+fn written(sink: &str, n: usize) {
+    DAEMON
+        .events_written
+        .get_or_create(&label("sink", sink))
+        .inc_by(n as u64);
+}
+
 /// Logs a batch a sink lost in full; returns the message for those waiting for it.
 fn not_written(sink: &str, error: &str, batch: &[Event]) -> String {
+    DAEMON
+        .events_failed
+        .get_or_create(&label("sink", sink))
+        .inc_by(batch.len() as u64);
     let message = format!("cannot write events to the {sink} sink: {error}");
     error!(
         target: TARGET,
@@ -441,8 +466,9 @@ fn finish(mut jobs: Vec<Job>) {
     }
     for job in &mut jobs {
         for pending in &job.flushes {
-            if let Some((_, error)) = failed.iter().find(|(sink, _)| *sink == pending.sink) {
-                job.result = Err(not_written(pending.name, error, &job.batch));
+            match failed.iter().find(|(sink, _)| *sink == pending.sink) {
+                Some((_, error)) => job.result = Err(not_written(pending.name, error, &job.batch)),
+                None => written(pending.name, job.batch.len()),
             }
         }
         for ack in job.acks.drain(..) {

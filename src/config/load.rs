@@ -31,6 +31,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "privacy",
     "retention",
     "tracking",
+    "metrics",
 ];
 
 /// Settings given on the command line; they win over the file and the environment.

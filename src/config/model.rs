@@ -33,6 +33,7 @@ pub struct Settings {
     pub privacy: Privacy,
     pub retention: Retention,
     pub tracking: Tracking,
+    pub metrics: Metrics,
 }
 
 impl Default for Settings {
@@ -52,6 +53,7 @@ impl Default for Settings {
             privacy: Privacy::default(),
             retention: Retention::default(),
             tracking: Tracking::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -583,4 +585,14 @@ pub enum LogSource {
     File,
     /// The systemd journal, through `journalctl`.
     Journald,
+}
+
+/// Prometheus endpoints (`GET /metrics`), off unless an address is given.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// The milter daemon's endpoint, `ADDRESS:PORT` (e.g. `127.0.0.1:9465`); empty for none.
+    pub listen: String,
+    /// `privacy-milter track`'s endpoint; empty for none.
+    pub track_listen: String,
 }

@@ -27,6 +27,7 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!(log.destination, "log.destination");
     keep!(log.syslog_socket, "log.syslog_socket");
     keep!(events.queue_size, "events.queue_size");
+    keep!(metrics.listen, "metrics.listen");
     changed
 }
 

@@ -104,6 +104,24 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
     if s.retention.purge_interval.0.is_zero() {
         return Err(("retention.purge_interval", "must be longer than 0s".into()));
     }
+    for (key, value) in [
+        ("metrics.listen", &s.metrics.listen),
+        ("metrics.track_listen", &s.metrics.track_listen),
+    ] {
+        if !value.is_empty() && value.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                key,
+                format!("{value:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:9465\", \"[::1]:9465\")"),
+            ));
+        }
+    }
+    if !s.metrics.listen.is_empty() && s.metrics.listen == s.metrics.track_listen {
+        return Err((
+            "metrics.track_listen",
+            "must differ from metrics.listen: the daemon and the tracker each serve their own"
+                .into(),
+        ));
+    }
     let t = &s.tracking;
     if t.queue_interval.0.is_zero() {
         return Err(("tracking.queue_interval", "must be longer than 0s".into()));

@@ -21,6 +21,7 @@ use crate::{
     config::{Config, LogSource, Mta},
     event::stamp,
     keys,
+    metrics::{label, TRACKER},
     privacy::Pseudonymiser,
     store::{self, Store, StoreError, TransitQuery},
     transit::{self, Delivery, Step, Transit, DELIVERY_SCHEMA},
@@ -218,6 +219,52 @@ struct Tracker<'a> {
     missing: HashSet<String>,
     /// Delivery agents that deliver locally: not the next hop.
     local_agents: Vec<String>,
+    /// The state of each record this batch looked up, as it was, for the metrics.
+    before: HashMap<transit::StoreKey, transit::State>,
+}
+
+/// Counts a record's move into a settled state, and the time to acknowledgement.
+fn count_change(before: transit::State, after: &Transit) {
+    if before == after.state {
+        return;
+    }
+    if !after.state.is_open() {
+        TRACKER
+            .transit_settled
+            .get_or_create(&label("state", after.state.as_str()))
+            .inc();
+    }
+    let acknowledged_now = !matches!(
+        before,
+        transit::State::Acknowledged | transit::State::Removed
+    ) && matches!(
+        after.state,
+        transit::State::Acknowledged | transit::State::Removed
+    );
+    if let (true, Some(at)) = (acknowledged_now, after.acknowledged_at) {
+        TRACKER
+            .acknowledged_seconds
+            .observe((at - after.since).num_milliseconds().max(0) as f64 / 1000.0);
+    }
+}
+
+/// Starts the tracker's metrics endpoint (`metrics.track_listen`), if one is configured, on
+/// the current tokio runtime.
+pub async fn serve_metrics(
+    config: &Config,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    let addr = &config.metrics.track_listen;
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics.track_listen {addr}: {e}")))?;
+    info!(target: TARGET, "metrics at http://{addr}/metrics");
+    Ok(Some(tokio::spawn(crate::metrics::http::serve(
+        listener,
+        crate::metrics::render_tracker,
+    ))))
 }
 
 /// Runs tracking until `stop` is set; with `once`, reads what the log holds now, checks the
@@ -252,6 +299,7 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
         counts: Counts::default(),
         missing: HashSet::new(),
         local_agents: config.domains.local_mailers.clone(),
+        before: HashMap::new(),
     };
     info!(
         target: TARGET,
@@ -348,6 +396,7 @@ impl Tracker<'_> {
             let hosts = self.hosts.clone();
             match self.ledger().transit(queue_id, &hosts)? {
                 Some(t) => {
+                    self.before.insert(t.key.clone(), t.state);
                     changed.insert(queue_id.to_string(), t);
                 }
                 None => return Ok(None),
@@ -364,6 +413,7 @@ impl Tracker<'_> {
         let mut deliveries = Vec::new();
         for line in &lines {
             self.counts.lines += 1;
+            TRACKER.log_lines.inc();
             let cut = match &line.entry {
                 Some(e) => Some(SyslogLine {
                     time: e.time,
@@ -382,6 +432,7 @@ impl Tracker<'_> {
                 Parsed::Ignored => continue,
                 Parsed::NotUnderstood => {
                     self.counts.not_understood += 1;
+                    TRACKER.log_lines_not_understood.inc();
                     debug!(target: TARGET, ident = cut.ident, "a line not understood");
                     continue;
                 }
@@ -394,6 +445,7 @@ impl Tracker<'_> {
             }
         }
         let transits: Vec<Transit> = changed.into_values().collect();
+        let before = std::mem::take(&mut self.before);
         for store in 0..self.stores.len() {
             let mut pause = Duration::from_secs(1);
             loop {
@@ -409,6 +461,17 @@ impl Tracker<'_> {
             }
         }
         self.counts.deliveries += deliveries.len() as u64;
+        for d in &deliveries {
+            TRACKER
+                .deliveries
+                .get_or_create(&label("status", d.status.as_str()))
+                .inc();
+        }
+        for t in &transits {
+            if let Some(before) = before.get(&t.key) {
+                count_change(*before, t);
+            }
+        }
         Ok(())
     }
 
@@ -507,13 +570,32 @@ impl Tracker<'_> {
         let alert_after = self.config.tracking.alert_after.0;
         let mut changed = Vec::new();
         let mut missing = HashSet::new();
+        let mut open_states: HashMap<&'static str, i64> = HashMap::new();
+        let mut held_too_long = 0;
+        for lifecycle in &open {
+            *open_states
+                .entry(lifecycle.transit.state.as_str())
+                .or_default() += 1;
+            if lifecycle.transit.held_for(now) >= alert_after {
+                held_too_long += 1;
+            }
+        }
+        for state in ["pending", "deferred", "acknowledged"] {
+            TRACKER
+                .transit_open
+                .get_or_create(&label("state", state))
+                .set(open_states.get(state).copied().unwrap_or(0));
+        }
+        TRACKER.held_too_long.set(held_too_long);
         for mut lifecycle in open {
             let t = &mut lifecycle.transit;
             let old_enough = (now - t.since).to_std().unwrap_or_default() >= QUEUE_GRACE;
             if let Some(queued) = &queued {
                 if !queued.contains(&t.queue_id) && old_enough {
                     if once || self.missing.contains(&t.queue_id) {
+                        let before = t.state;
                         t.apply(Step::LeftQueue { at: now }, true);
+                        count_change(before, t);
                         info!(
                             target: TARGET,
                             queue_id = t.queue_id.as_str(),

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["rules", "event", "classify", "privacy", "facts", "transit"],
     &["config", "logging"],
-    &["keys", "token", "ip"],
+    &["keys", "token", "ip", "metrics"],
 ];
 
 fn layer_of(module: &str) -> usize {

@@ -458,3 +458,86 @@ source = "file"
     assert_eq!(t["deliveries"][0]["status"], "sent");
     assert_eq!(t["deliveries"][0]["recipient_domain"], "remote.example");
 }
+
+/// The tracker's Prometheus endpoint (`metrics.track_listen`) while it follows the log:
+/// deliveries by status, open transit mail by state, mail held too long, log lines read.
+#[test]
+fn the_tracker_counts_what_it_records() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::{Read, Write};
+    let Some(lab) = Lab::start("e2e_transit::metrics", FULL, &["ledger"]) else {
+        return;
+    };
+    let sent = lab.send(&["carol@remote.example"], ": removed");
+    let deferred = lab.send(&["dave@defer.example"], "status=deferred");
+    let port = e2e::free_port();
+    let mut tracker = Milter::command()
+        .arg("--config")
+        .arg(&lab.milter.config_path)
+        .arg("track")
+        .env(
+            "PRIVACY_MILTER_METRICS__TRACK_LISTEN",
+            format!("127.0.0.1:{port}"),
+        )
+        .stderr(std::fs::File::create(lab.path().join("track.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let scrape = || -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    let text = wait_for(
+        "the tracker's figures",
+        || {
+            let text = scrape()?;
+            (has(
+                &text,
+                r#"privacy_milter_track_deliveries_total{status="sent"} 1"#,
+            ) && has(
+                &text,
+                r#"privacy_milter_track_transit_open{state="deferred"} 1"#,
+            ) && has(&text, "privacy_milter_track_held_too_long 1"))
+            .then_some(text)
+        },
+        || {
+            format!(
+                "{}\n--- scrape ---\n{}\n--- tracker ---\n{}",
+                lab.context(),
+                scrape().unwrap_or_default(),
+                std::fs::read_to_string(lab.path().join("track.log")).unwrap_or_default()
+            )
+        },
+    );
+    kill(Pid::from_raw(tracker.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(tracker.wait().unwrap().success());
+    assert!(
+        has(
+            &text,
+            r#"privacy_milter_track_transit_settled_total{state="removed"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(&text, "privacy_milter_track_acknowledged_seconds_count 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("privacy_milter_track_log_lines_total 0"),
+        "{text}"
+    );
+    for raw in [
+        "carol@",
+        "dave@",
+        "remote.example",
+        "127.0.0.1",
+        &sent,
+        &deferred,
+    ] {
+        assert!(!text.contains(raw), "{raw} in the scrape");
+    }
+}

@@ -44,6 +44,7 @@ mod unit_sandbox;
 mod webmail;
 
 mod connection_flood;
+mod metrics;
 mod protocol_fuzz;
 mod session_limits;
 mod wire;

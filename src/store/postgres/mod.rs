@@ -251,6 +251,7 @@ fn insert_or_reject(db: &Database, rejects: &mut Rejects, events: &[Event]) -> R
                                 rejects.path.display()
                             ))
                         })?;
+                        crate::metrics::DAEMON.postgres_rejected.inc();
                         error!(
                             target: TARGET,
                             "PostgreSQL refuses event {} for good ({e}); it is kept in {}",

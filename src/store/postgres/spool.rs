@@ -4,6 +4,7 @@
 
 use crate::{
     event::Event,
+    metrics::DAEMON,
     store::{self, StoreError},
 };
 use std::{
@@ -78,6 +79,8 @@ impl Rejects {
 pub(super) struct Spool {
     pub(super) path: PathBuf,
     file: File,
+    /// Events in it (lines), for the metrics.
+    held: usize,
 }
 
 impl Spool {
@@ -95,9 +98,12 @@ impl Spool {
                 File::open(dir)?.sync_all()?;
             }
         }
+        let held = BufReader::new(File::open(path)?).lines().count();
+        DAEMON.postgres_spooled.set(held as i64);
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            held,
         })
     }
 
@@ -121,7 +127,10 @@ impl Spool {
             text.push('\n');
         }
         self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.held += batch.len();
+        DAEMON.postgres_spooled.set(self.held as i64);
+        Ok(())
     }
 
     /// Hands every spooled event to `insert`, in order and in chunks; returns how many.
@@ -163,6 +172,9 @@ impl Spool {
 
     pub(super) fn clear(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
-        self.file.sync_all()
+        self.file.sync_all()?;
+        self.held = 0;
+        DAEMON.postgres_spooled.set(0);
+        Ok(())
     }
 }

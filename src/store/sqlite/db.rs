@@ -541,7 +541,10 @@ impl Db {
         let result = (|| {
             let mut stmt = self.conn.prepare(&sql)?;
             let found = stmt
-                .query_map(rusqlite::params_from_iter(values.drain(..)), transit_from_row)?
+                .query_map(
+                    rusqlite::params_from_iter(values.drain(..)),
+                    transit_from_row,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             found
                 .into_iter()
@@ -1048,7 +1051,10 @@ mod tests {
             })
             .unwrap()
             .is_empty());
-        assert_eq!(db.lifecycles(std::slice::from_ref(&event)).unwrap().len(), 1);
+        assert_eq!(
+            db.lifecycles(std::slice::from_ref(&event)).unwrap().len(),
+            1
+        );
 
         let erased = db
             .erase(&Filter::Address(vec!["alice@example.org".into()]))
