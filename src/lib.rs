@@ -34,6 +34,7 @@ mod ip;
 mod keys;
 mod listener;
 mod logging;
+mod policy;
 mod privacy;
 mod rules;
 mod session;

@@ -57,6 +57,12 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Print the mail-privacy section of the privacy policy that this configuration makes true.
+    Policy {
+        /// markdown or html (an HTML fragment: one <section>).
+        #[arg(long, default_value = "markdown", value_parser = ["markdown", "html"])]
+        format: String,
+    },
     /// List transit messages: their state, how long they were held, their delivery attempts.
     Transit {
         /// Only those held at least this long (30s, 15m, 1h, 2d).
@@ -201,6 +207,14 @@ fn main() -> ExitCode {
             Err(usage) => finish::<Usage>(Err(usage)),
         },
         Command::Ip(IpCommand::Decrypt { token }) => finish(commands::ip::decrypt(&config, &token)),
+        Command::Policy { format } => {
+            let format = if format == "html" {
+                commands::policy::Format::Html
+            } else {
+                commands::policy::Format::Markdown
+            };
+            finish(commands::policy::policy(&config, format))
+        }
         Command::Transit {
             held_longer_than,
             state,

@@ -29,6 +29,8 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "privacy",
     "retention",
     "tracking",
+    "policy",
+    "audit",
 ];
 
 /// Settings given on the command line; they win over the file and the environment.

@@ -13,7 +13,9 @@ const LAYERS: &[&[&str]] = &[
     &["session"],
     &["writer"],
     &["store"],
-    &["rules", "event", "classify", "privacy", "facts", "transit"],
+    &[
+        "rules", "event", "classify", "privacy", "facts", "transit", "policy",
+    ],
     &["config", "logging"],
     &["keys", "token", "ip"],
 ];

@@ -30,6 +30,7 @@ mod logging;
 mod mixed_recipients;
 mod no_header_actions;
 mod on_error;
+mod policy;
 mod postgres;
 mod privacy;
 mod rcpt_mailer;
