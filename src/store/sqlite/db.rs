@@ -18,6 +18,8 @@ use std::{
 };
 use uuid::Uuid;
 
+mod summary;
+
 /// The first schema: the columns of each lookup, with an index each.
 const V1: &str = "
     CREATE TABLE events (
