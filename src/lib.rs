@@ -23,6 +23,7 @@
 //! in-process. [`internals`] is what the crate's own benches reach inside for; it is not a
 //! stable interface.
 
+mod audit;
 mod callbacks;
 mod classify;
 pub mod commands;

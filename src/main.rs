@@ -63,6 +63,13 @@ enum Command {
         #[arg(long, default_value = "markdown", value_parser = ["markdown", "html"])]
         format: String,
     },
+    /// Check this host against the policy: the MTA's logs, the ledger, the keys, transit mail,
+    /// the MTA and its socket, where data goes. Exit status 1 when a finding fails.
+    Audit {
+        /// text or json ({"findings": [{"check", "ok", "detail", "fix"}]}).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// List transit messages: their state, how long they were held, their delivery attempts.
     Transit {
         /// Only those held at least this long (30s, 15m, 1h, 2d).
@@ -207,6 +214,20 @@ fn main() -> ExitCode {
             Err(usage) => finish::<Usage>(Err(usage)),
         },
         Command::Ip(IpCommand::Decrypt { token }) => finish(commands::ip::decrypt(&config, &token)),
+        Command::Audit { format } => {
+            let format = if format == "json" {
+                commands::audit::Format::Json
+            } else {
+                commands::audit::Format::Text
+            };
+            let (text, ok) = commands::audit::audit(&config, format);
+            print!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Policy { format } => {
             let format = if format == "html" {
                 commands::policy::Format::Html

@@ -3,6 +3,7 @@
 //! what became of it; `ip` opens encrypted `X-Originating-IP` tokens; `policy` renders the
 //! policy text the configuration makes true.
 
+pub mod audit;
 pub mod ip;
 pub mod ledger;
 pub mod policy;

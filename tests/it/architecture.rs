@@ -8,7 +8,7 @@ use std::{
 
 /// The library's top-level modules, from the top of the data flow to the leaves.
 const LAYERS: &[&[&str]] = &[
-    &["commands", "daemon", "track"],
+    &["commands", "audit", "daemon", "track"],
     &["callbacks", "listener"],
     &["session"],
     &["writer"],
