@@ -192,6 +192,16 @@ fn logrotate_finding(config: &Config, log: &std::path::Path) -> Finding {
         days - 1,
         log.display()
     );
+    if !rule.duplicates.is_empty() {
+        return Finding::fails(
+            "mta_logs.logrotate",
+            detail,
+            format!(
+                "name {} in one rule only (logrotate reports the others as errors)",
+                log.display()
+            ),
+        );
+    }
     match rule.settings.lifetime() {
         Some(life) if life <= limit => Finding::holds(
             "mta_logs.logrotate",

@@ -8,6 +8,7 @@ mod e2e;
 
 mod abort;
 mod architecture;
+mod audit;
 mod authenticated_submission;
 mod config_errors;
 mod daemon;
