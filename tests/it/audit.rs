@@ -599,3 +599,41 @@ fn postfix_and_the_socket() {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).unwrap();
     setup.holds("mta.socket");
 }
+
+/// The rsyslog drop-in of docs/examples is a configuration rsyslogd accepts (and a broken one
+/// is refused, so the check can fail).
+#[test]
+fn the_rsyslog_drop_in_is_valid() {
+    if !crate::common::can_run(
+        Path::new("/usr/sbin/rsyslogd").exists(),
+        "rsyslog is not installed (scripts/setup-test-deps)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let validate = |dropin: &str| {
+        let file = tmp.path().join("10-mail-only.conf");
+        std::fs::write(&file, dropin).unwrap();
+        let main = tmp.path().join("rsyslog.conf");
+        std::fs::write(
+            &main,
+            format!(
+                "$IncludeConfig {}\n*.*;auth,authpriv.none -{}/syslog\n",
+                file.display(),
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("/usr/sbin/rsyslogd")
+            .arg("-N1")
+            .arg("-f")
+            .arg(&main)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, said) = validate(&docs("rsyslog-mail-only.conf"));
+    assert!(ok, "{said}");
+    let (ok, _) = validate("mail.* -/var/log/mail.log\n& stopp\n");
+    assert!(!ok, "rsyslogd accepted a broken drop-in: the check cannot fail");
+}
