@@ -70,6 +70,13 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
+    /// Write a self-contained HTML page: what the ledger holds and when it expires, events per
+    /// day, transit mail, the audit's findings and the policy text.
+    Report {
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE.html")]
+        output: PathBuf,
+    },
     /// List transit messages: their state, how long they were held, their delivery attempts.
     Transit {
         /// Only those held at least this long (30s, 15m, 1h, 2d).
@@ -228,6 +235,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Report { output } => finish(commands::report::report(&config, &output)),
         Command::Policy { format } => {
             let format = if format == "html" {
                 commands::policy::Format::Html

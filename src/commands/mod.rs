@@ -4,9 +4,11 @@
 //! policy text the configuration makes true.
 
 pub mod audit;
+mod charts;
 pub mod ip;
 pub mod ledger;
 pub mod policy;
+pub mod report;
 pub mod transit;
 
 use crate::{keys::KeyError, store::StoreError};

@@ -630,10 +630,16 @@ fn the_rsyslog_drop_in_is_valid() {
             .arg(&main)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, said) = validate(&docs("rsyslog-mail-only.conf"));
     assert!(ok, "{said}");
     let (ok, _) = validate("mail.* -/var/log/mail.log\n& stopp\n");
-    assert!(!ok, "rsyslogd accepted a broken drop-in: the check cannot fail");
+    assert!(
+        !ok,
+        "rsyslogd accepted a broken drop-in: the check cannot fail"
+    );
 }

@@ -37,6 +37,7 @@ mod privacy;
 mod rcpt_mailer;
 mod relay;
 mod reload;
+mod report;
 mod rules_disabled;
 mod second_pass;
 mod shipped_config;
