@@ -330,3 +330,135 @@ fn report_in_a_browser() {
         assert!(!bytes.contains(raw), "{raw} in the report");
     }
 }
+
+/// A private PostgreSQL cluster (scripts/postgres-test-server), stopped on drop.
+struct Pg {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Pg {
+    fn script(&self, action: &str) -> String {
+        let out = Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-test-server"),
+        )
+        .arg(action)
+        .arg(self.dir.path().join("pg"))
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "postgres-test-server {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+/// The same report from a PostgreSQL ledger: its counts are those `ledger stats` prints.
+#[tokio::test]
+async fn report_on_postgresql() {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.flatten()
+                .any(|d| d.path().join("bin/initdb").is_file())
+        })
+        .unwrap_or(false);
+    if !crate::common::can_run(
+        installed,
+        "report::report_on_postgresql: PostgreSQL is not installed",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut pg = Pg {
+        dir: tempfile::tempdir().unwrap(),
+        url: String::new(),
+    };
+    std::fs::set_permissions(
+        pg.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    pg.url = pg.script("start");
+    let milter = Milter::start_with_events(
+        dir.path(),
+        Socket::Tcp,
+        &["postgres"],
+        &format!(
+            "[events.postgres]\nurl = \"{}\"\nspool = \"{}/spool\"\n[domains]\nlocal = [\"example.org\"]\n[privacy]\nip = \"truncated\"\naddress = \"domain\"\n",
+            pg.url,
+            dir.path().display()
+        ),
+    );
+    for mail in [
+        crate::common::Mail::from_ip("203.0.113.7")
+            .auth("alice")
+            .rcpt("carol@transit.example")
+            .queue_id("4Out"),
+        crate::common::Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("bob@example.org")
+            .queue_id("4In"),
+        crate::common::Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("dan@example.org")
+            .queue_id("4In2"),
+    ] {
+        let conn = indymilter_test::TestConnection::open(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            milter.port,
+        )))
+        .await
+        .unwrap();
+        mail.send_on(conn).await;
+    }
+    let run = |args: &[&str]| {
+        let out = Milter::command()
+            .arg("--config")
+            .arg(&milter.config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let counts = stats_counts(&run(&["ledger", "stats"]));
+    assert_eq!(counts.iter().map(|c| c.2).sum::<u64>(), 3, "{counts:?}");
+    let html = dir.path().join("report.html");
+    run(&["report", "--output", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    for (class, direction, n) in &counts {
+        let row = format!(r#"data-class="{class}" data-direction="{direction}" data-count="{n}""#);
+        assert!(page.contains(&row), "{row} not in the report");
+    }
+    assert!(page.contains("Ledger: PostgreSQL"));
+    for raw in [
+        "203.0.113.7",
+        "198.51.100.9",
+        "eve@remote.example",
+        "bob@example.org",
+        "carol@transit.example",
+    ] {
+        assert!(!page.contains(raw), "{raw} in the report");
+    }
+}

@@ -16,7 +16,7 @@ impl Database {
                 "SELECT to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD'), class, direction,
                         COUNT(*)
                  FROM events WHERE {column} >= $1 GROUP BY 1, 2, 3
-                 ORDER BY 1, 2 COLLATE \"C\", 3 COLLATE \"C\""
+                 ORDER BY 1, class COLLATE \"C\", direction COLLATE \"C\""
             )
             .as_str(),
             &[&from],
