@@ -23,6 +23,7 @@
 //! in-process. [`internals`] is what the crate's own benches reach inside for; it is not a
 //! stable interface.
 
+mod audit;
 mod callbacks;
 mod classify;
 pub mod commands;
@@ -35,6 +36,7 @@ mod keys;
 mod listener;
 mod logging;
 mod metrics;
+mod policy;
 mod privacy;
 mod rules;
 mod session;

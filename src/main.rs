@@ -57,6 +57,26 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Print the mail-privacy section of the privacy policy that this configuration makes true.
+    Policy {
+        /// markdown or html (an HTML fragment: one <section>).
+        #[arg(long, default_value = "markdown", value_parser = ["markdown", "html"])]
+        format: String,
+    },
+    /// Check this host against the policy: the MTA's logs, the ledger, the keys, transit mail,
+    /// the MTA and its socket, where data goes. Exit status 1 when a finding fails.
+    Audit {
+        /// text or json ({"findings": [{"check", "ok", "detail", "fix"}]}).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+    /// Write a self-contained HTML page: what the ledger holds and when it expires, events per
+    /// day, transit mail, the audit's findings and the policy text.
+    Report {
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE.html")]
+        output: PathBuf,
+    },
     /// List transit messages: their state, how long they were held, their delivery attempts.
     Transit {
         /// Only those held at least this long (30s, 15m, 1h, 2d).
@@ -201,6 +221,29 @@ fn main() -> ExitCode {
             Err(usage) => finish::<Usage>(Err(usage)),
         },
         Command::Ip(IpCommand::Decrypt { token }) => finish(commands::ip::decrypt(&config, &token)),
+        Command::Audit { format } => {
+            let format = if format == "json" {
+                commands::audit::Format::Json
+            } else {
+                commands::audit::Format::Text
+            };
+            let (text, ok) = commands::audit::audit(&config, format);
+            print!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Report { output } => finish(commands::report::report(&config, &output)),
+        Command::Policy { format } => {
+            let format = if format == "html" {
+                commands::policy::Format::Html
+            } else {
+                commands::policy::Format::Markdown
+            };
+            finish(commands::policy::policy(&config, format))
+        }
         Command::Transit {
             held_longer_than,
             state,

@@ -1,9 +1,14 @@
 //! The commands beside `run`: each answers once and exits. `ledger` answers for what the
 //! ledger holds (query, erase, export, stats, purge); `transit` lists the mail we pass on and
-//! what became of it; `ip` opens encrypted `X-Originating-IP` tokens.
+//! what became of it; `ip` opens encrypted `X-Originating-IP` tokens; `policy` renders the
+//! policy text the configuration makes true.
 
+pub mod audit;
+mod charts;
 pub mod ip;
 pub mod ledger;
+pub mod policy;
+pub mod report;
 pub mod transit;
 
 use crate::{keys::KeyError, store::StoreError};
@@ -17,6 +22,8 @@ pub enum CommandError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Token(#[from] crate::token::OpenError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// The request cannot be answered as asked; the text says why and what to do.
     #[error("{0}")]
     Refused(String),

@@ -32,6 +32,8 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "retention",
     "tracking",
     "metrics",
+    "policy",
+    "audit",
 ];
 
 /// Settings given on the command line; they win over the file and the environment.

@@ -34,6 +34,8 @@ pub struct Settings {
     pub retention: Retention,
     pub tracking: Tracking,
     pub metrics: Metrics,
+    pub policy: Policy,
+    pub audit: Audit,
 }
 
 impl Default for Settings {
@@ -54,6 +56,8 @@ impl Default for Settings {
             retention: Retention::default(),
             tracking: Tracking::default(),
             metrics: Metrics::default(),
+            policy: Policy::default(),
+            audit: Audit::default(),
         }
     }
 }
@@ -483,6 +487,9 @@ pub struct Retention {
     pub aborted: Period,
     /// How often the daemon deletes expired events from the ledger.
     pub purge_interval: Period,
+    /// How long the MTA's own log lines (which hold every raw IP and address) may be kept:
+    /// what the policy promises and `audit` checks; the milter deletes none of them itself.
+    pub mta_logs: Period,
 }
 
 impl Retention {
@@ -514,6 +521,7 @@ impl Default for Retention {
             rejected: days(30),
             aborted: days(7),
             purge_interval: Period(std::time::Duration::from_secs(3600)),
+            mta_logs: days(7),
         }
     }
 }
@@ -543,6 +551,10 @@ mod tests {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tracking {
+    /// Whether the operator runs `privacy-milter track` (privacy-milter-track.service): the
+    /// published policy then says that transit mail's acknowledgement and removal are
+    /// recorded, and `audit` checks that the tracker keeps up. `track` runs either way.
+    pub enabled: bool,
     pub mta: Mta,
     pub source: LogSource,
     /// The log file, for `source = "file"`.
@@ -560,6 +572,7 @@ pub struct Tracking {
 impl Default for Tracking {
     fn default() -> Self {
         Self {
+            enabled: false,
             mta: Mta::Postfix,
             source: LogSource::File,
             path: "/var/log/mail.log".into(),
@@ -595,4 +608,52 @@ pub struct Metrics {
     pub listen: String,
     /// `privacy-milter track`'s endpoint; empty for none.
     pub track_listen: String,
+}
+
+/// `privacy-milter policy`: who the published policy names as responsible and as the contact
+/// for access and erasure requests.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// The operator of the mail service (a person or an organisation).
+    pub name: String,
+    /// Where to ask for access or erasure: an address, a web form, a postal address.
+    pub contact: String,
+    /// A paragraph of the operator's own, printed at the end; empty for none.
+    pub text: String,
+}
+
+/// `privacy-milter audit`: where the host's own settings are read. Debian's places by default;
+/// tests and other layouts name theirs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Log files that may hold the MTA's lines; each with its rotated siblings
+    /// (`mail.log.1`, `mail.log.2.gz`, `mail.log-20261129`).
+    pub log_files: Vec<PathBuf>,
+    /// logrotate's main configuration; its `include`s are followed.
+    pub logrotate_conf: PathBuf,
+    /// journald's configuration file.
+    pub journald_conf: PathBuf,
+    /// journald's drop-in directories, lowest precedence first.
+    pub journald_dropins: Vec<PathBuf>,
+    /// The journal to read (a directory or a `.journal` file); empty for the system's.
+    pub journal: PathBuf,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            // Debian's rsyslog writes mail to mail.log, and everything but auth to syslog.
+            log_files: vec!["/var/log/mail.log".into(), "/var/log/syslog".into()],
+            logrotate_conf: "/etc/logrotate.conf".into(),
+            journald_conf: "/etc/systemd/journald.conf".into(),
+            journald_dropins: vec![
+                "/usr/lib/systemd/journald.conf.d".into(),
+                "/run/systemd/journald.conf.d".into(),
+                "/etc/systemd/journald.conf.d".into(),
+            ],
+            journal: PathBuf::new(),
+        }
+    }
 }

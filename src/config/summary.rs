@@ -62,7 +62,7 @@ impl Config {
              rule transit_tag: {tt_on}, header {tt_h}\n\
              events: {ev_on}, sinks {sinks}, durability {durability}, on error {on_error}\n\
              privacy: ip {ip}, address {addr}\n\
-             retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}\n\
+             retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}; MTA logs {rm}\n\
              tracking (privacy-milter track): {mta} log {log}, place kept in {state}, queue checked every {qi}, alert after {aa}",
             socket = self.socket,
             dry = on(self.dry_run),
@@ -89,6 +89,7 @@ impl Config {
             rj = r.rejected,
             ra = r.aborted,
             rp = r.purge_interval,
+            rm = r.mta_logs,
             mta = name(&self.tracking.mta),
             log = match self.tracking.source {
                 super::LogSource::File => self.tracking.path.display().to_string(),

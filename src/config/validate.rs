@@ -122,6 +122,9 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
                 .into(),
         ));
     }
+    if s.retention.mta_logs.0.is_zero() {
+        return Err(("retention.mta_logs", "must be longer than 0s".into()));
+    }
     let t = &s.tracking;
     if t.queue_interval.0.is_zero() {
         return Err(("tracking.queue_interval", "must be longer than 0s".into()));

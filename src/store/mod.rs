@@ -182,6 +182,52 @@ pub trait Store: Send {
     fn lifecycles(&mut self, _events: &[Event]) -> Result<Vec<Lifecycle>> {
         Err(StoreError::NotALedger(self.name()))
     }
+
+    /// For the report: events expiring at `from` or later, counted per day of expiry (UTC).
+    fn expiring_per_day(&mut self, _from: DateTime<Utc>) -> Result<Vec<DayCount>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// For the report: events recorded at `from` or later, counted per day of their time (UTC).
+    fn recorded_per_day(&mut self, _from: DateTime<Utc>) -> Result<Vec<DayCount>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// For the audit: the events that expired before `before` and are still held.
+    fn overdue(&mut self, _before: DateTime<Utc>) -> Result<Overdue> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+
+    /// For the report: the state and times of the transit messages accepted at `since` or
+    /// later.
+    fn transit_times(&mut self, _since: DateTime<Utc>) -> Result<Vec<TransitTimes>> {
+        Err(StoreError::NotALedger(self.name()))
+    }
+}
+
+/// How many events of a retention class and direction fall on a day (UTC, `2026-11-26`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayCount {
+    pub day: String,
+    pub class: String,
+    pub direction: String,
+    pub count: u64,
+}
+
+/// Events still held after their expiry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overdue {
+    pub count: u64,
+    /// The earliest `expires_at` among them.
+    pub oldest_expiry: Option<String>,
+}
+
+/// A transit message's state and the times that tell how long it was held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransitTimes {
+    pub state: State,
+    pub since: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
 }
 
 /// Deletes every event expired at `now`, a chunk at a time; returns how many.

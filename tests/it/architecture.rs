@@ -8,12 +8,14 @@ use std::{
 
 /// The library's top-level modules, from the top of the data flow to the leaves.
 const LAYERS: &[&[&str]] = &[
-    &["commands", "daemon", "track"],
+    &["commands", "audit", "daemon", "track"],
     &["callbacks", "listener"],
     &["session"],
     &["writer"],
     &["store"],
-    &["rules", "event", "classify", "privacy", "facts", "transit"],
+    &[
+        "rules", "event", "classify", "privacy", "facts", "transit", "policy",
+    ],
     &["config", "logging"],
     &["keys", "token", "ip", "metrics"],
 ];

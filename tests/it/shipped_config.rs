@@ -66,6 +66,9 @@ fn shipped_file_sets_every_key_with_its_default() {
     let deliberate = [
         // An example domain to replace, so that classification shows what it does.
         "domains.local",
+        // The operator's name and contact: examples to replace (an empty one fails `audit`).
+        "policy.name",
+        "policy.contact",
     ];
     let differing: Vec<String> = defaults
         .iter()

@@ -33,6 +33,8 @@ use std::{
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
+mod summary;
+
 /// Each entry migrates the schema from version `index` to `index + 1`. Version 2 is the
 /// SQLite ledger's version 2 (see `store::sqlite::db`): one `subjects` index instead of one
 /// per column, and the tables of transit tracking; no transit records are made for the

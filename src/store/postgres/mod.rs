@@ -26,7 +26,10 @@ mod spool;
 use crate::{
     config::Config,
     event::Event,
-    store::{Filter, Flush, Lifecycle, Result, Stats, Store, StoreError, TransitQuery},
+    store::{
+        DayCount, Filter, Flush, Lifecycle, Overdue, Result, Stats, Store, StoreError,
+        TransitQuery, TransitTimes,
+    },
     transit::{Delivery, Transit},
 };
 use chrono::{DateTime, Utc};
@@ -231,6 +234,22 @@ impl Store for PgStore {
 
     fn lifecycles(&mut self, events: &[Event]) -> Result<Vec<Lifecycle>> {
         self.db.lifecycles(events)
+    }
+
+    fn expiring_per_day(&mut self, from: DateTime<Utc>) -> Result<Vec<DayCount>> {
+        self.db.expiring_per_day(from)
+    }
+
+    fn recorded_per_day(&mut self, from: DateTime<Utc>) -> Result<Vec<DayCount>> {
+        self.db.recorded_per_day(from)
+    }
+
+    fn overdue(&mut self, before: DateTime<Utc>) -> Result<Overdue> {
+        self.db.overdue(before)
+    }
+
+    fn transit_times(&mut self, since: DateTime<Utc>) -> Result<Vec<TransitTimes>> {
+        self.db.transit_times(since)
     }
 }
 

@@ -17,6 +17,8 @@ use std::{
     time::Duration,
 };
 
+mod summary;
+
 /// The first schema: the columns of each lookup, with an index each.
 const V1: &str = "
     CREATE TABLE events (

@@ -1,0 +1,174 @@
+//! The oldest MTA log line actually present: in log files (with their rotated and compressed
+//! siblings) and in the journal. A line is the MTA's when its syslog identifier is a Postfix
+//! program (`postfix/smtpd`, `postfix-mx/qmgr`) or Sendmail (`sendmail`, `sm-mta`).
+
+use crate::track::parse::split_syslog;
+use chrono::{DateTime, Utc};
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+/// Whether a syslog identifier names the MTA.
+pub fn is_mta(ident: &str) -> bool {
+    let first = ident.split('/').next().unwrap_or("");
+    first.starts_with("postfix") || first == "sendmail" || first == "sm-mta"
+}
+
+/// One file of a log and the MTA lines it holds.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    pub path: PathBuf,
+    /// The time of its first MTA line; None when it holds none.
+    pub oldest: Option<DateTime<Utc>>,
+    /// When it was last written: no line in it is younger.
+    pub modified: DateTime<Utc>,
+}
+
+/// `path` and its rotated siblings that exist (`mail.log.1`, `mail.log.2.gz`,
+/// `mail.log-20261129`), each with its oldest MTA line.
+pub fn scan(path: &Path) -> io::Result<Vec<LogFile>> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(Vec::new());
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_generation(base, name) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let modified: DateTime<Utc> = entry.metadata()?.modified()?.into();
+        let oldest = first_mta_line(&path, modified)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        found.push(LogFile {
+            path,
+            oldest,
+            modified,
+        });
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// Whether `name` is the log `base` or one of its rotations: the name, then digits, `.`, `-`
+/// or `_`, maybe `.gz`.
+fn is_generation(base: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(base) else {
+        return false;
+    };
+    let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+    rest.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// The time of the first MTA line of a file (decompressed when it ends in `.gz`). Classic
+/// time stamps carry no year: it is the one that puts the line before the file's last write.
+fn first_mta_line(path: &Path, modified: DateTime<Utc>) -> io::Result<Option<DateTime<Utc>>> {
+    let file = File::open(path)?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&line);
+        if let Some(parsed) = split_syslog(&text, &modified.with_timezone(&chrono::Local)) {
+            if is_mta(parsed.ident) {
+                return Ok(Some(parsed.time));
+            }
+        }
+    }
+}
+
+/// The oldest MTA entry of the journal (`journal`: a directory or a `.journal` file; empty
+/// for the system's): its time and identifier. None when it holds none.
+pub fn journal_oldest(journal: &Path) -> io::Result<Option<(DateTime<Utc>, String)>> {
+    let mut cmd = Command::new("journalctl");
+    cmd.args(["--output=json", "--no-pager", "--quiet"]);
+    if journal.is_dir() {
+        cmd.arg(format!("--directory={}", journal.display()));
+    } else if !journal.as_os_str().is_empty() {
+        cmd.arg(format!("--file={}", journal.display()));
+    }
+    // The MTA logs with facility mail; the identifier decides among those.
+    cmd.arg("SYSLOG_FACILITY=2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut found = None;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).split(b'\n') {
+        let line = line?;
+        let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let ident = entry["SYSLOG_IDENTIFIER"].as_str().unwrap_or_default();
+        let time = entry["__REALTIME_TIMESTAMP"]
+            .as_str()
+            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(DateTime::<Utc>::from_timestamp_micros);
+        if let (true, Some(time)) = (is_mta(ident), time) {
+            found = Some((time, ident.to_string()));
+            break;
+        }
+    }
+    // The oldest entry comes first: the rest is not needed.
+    let _ = child.kill();
+    let output = child.wait_with_output()?;
+    if found.is_none() && !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        // No journal at all holds no MTA line; anything else is a failure to read it.
+        if !err.contains("No journal files were found") && !err.trim().is_empty() {
+            return Err(io::Error::other(format!("journalctl: {}", err.trim())));
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations() {
+        for name in [
+            "mail.log",
+            "mail.log.1",
+            "mail.log.2.gz",
+            "mail.log-20261129",
+            "mail.log-20261129.gz",
+        ] {
+            assert!(is_generation("mail.log", name), "{name}");
+        }
+        for name in ["mail.logger", "mail.err", "mail.log.bak", "xmail.log"] {
+            assert!(!is_generation("mail.log", name), "{name}");
+        }
+    }
+
+    #[test]
+    fn mta_identifiers() {
+        for ident in ["postfix/smtpd", "postfix-mx/qmgr", "sendmail", "sm-mta"] {
+            assert!(is_mta(ident), "{ident}");
+        }
+        for ident in ["cron", "dovecot", "sendmailer", "kernel"] {
+            assert!(!is_mta(ident), "{ident}");
+        }
+    }
+}

@@ -1,0 +1,645 @@
+//! `privacy-milter audit` on real files: a mail.log with lines older than
+//! `retention.mta_logs` and a rotated `.gz`, a logrotate configuration that keeps too much, a
+//! journald configuration and drop-in, a journal written by systemd-journal-remote, a ledger
+//! filled through the real milter, a key ring, and a private Postfix instance with and without
+//! the milter configured. Each finding appears, then goes once its cause is fixed the way the
+//! finding's fix (and `docs/log-retention.md`) says; the drop-ins are `docs/examples/`'s own.
+use crate::{
+    common::{Mail, Milter as InProcess},
+    e2e::{self, PostfixLab, Socket},
+};
+use chrono::{Duration, Local, Utc};
+use serde_json::Value;
+use std::{
+    io::Write,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+fn docs(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/examples")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The audit's configuration, in `dir`: everything it reads lives there (or is the lab's).
+struct Setup {
+    dir: PathBuf,
+    socket: String,
+    postfix_etc: PathBuf,
+    /// More keys of `[tracking]`.
+    tracking: String,
+    /// `[policy] contact`.
+    contact: &'static str,
+    /// More tables.
+    extra: String,
+}
+
+impl Setup {
+    fn config(&self) -> PathBuf {
+        let d = self.dir.display();
+        let text = format!(
+            r#"socket = "{socket}"
+[domains]
+local = ["example.org"]
+[events]
+sinks = ["ledger"]
+[events.ledger]
+path = "{d}/ledger.sqlite"
+[retention]
+mta_logs = "7d"
+purge_interval = "1h"
+[tracking]
+postfix_config_dir = "{etc}"
+state = "{d}/track.state"
+{tracking}
+[policy]
+name = "Example Org"
+contact = "{contact}"
+[audit]
+log_files = ["{d}/log/mail.log", "{d}/log/syslog"]
+logrotate_conf = "{d}/logrotate.conf"
+journald_conf = "{d}/journald.conf"
+journald_dropins = ["{d}/journald.conf.d"]
+journal = "{d}/journal"
+{extra}
+"#,
+            socket = self.socket,
+            etc = self.postfix_etc.display(),
+            tracking = self.tracking,
+            contact = self.contact,
+            extra = self.extra,
+        );
+        let path = self.dir.join("audit.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs the audit: exit status and findings by check.
+    fn audit(&self) -> (bool, Vec<Value>) {
+        let out = e2e::Milter::command()
+            .arg("--config")
+            .arg(self.config())
+            .args(["audit", "--format", "json"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        // The shape is an interface.
+        let object = json.as_object().unwrap();
+        assert_eq!(object.keys().collect::<Vec<_>>(), ["findings"]);
+        let findings = json["findings"].as_array().unwrap().clone();
+        for f in &findings {
+            let mut keys: Vec<&String> = f.as_object().unwrap().keys().collect();
+            keys.sort();
+            assert_eq!(keys, ["check", "detail", "fix", "ok"], "{f}");
+            assert!(f["check"].is_string() && f["ok"].is_boolean() && f["detail"].is_string());
+            assert_eq!(
+                f["fix"] == "",
+                f["ok"] == true,
+                "a fix exactly when it fails: {f}"
+            );
+        }
+        let all_ok = findings.iter().all(|f| f["ok"] == true);
+        assert_eq!(
+            out.status.success(),
+            all_ok,
+            "exit status vs findings: {findings:#?}"
+        );
+        (out.status.success(), findings)
+    }
+
+    /// Whether every finding of `check` holds, and their details.
+    fn check(&self, check: &str) -> (bool, String) {
+        let (_, findings) = self.audit();
+        let mine: Vec<&Value> = findings.iter().filter(|f| f["check"] == check).collect();
+        assert!(!mine.is_empty(), "no finding {check}: {findings:#?}");
+        let text = mine
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} | {}",
+                    f["detail"].as_str().unwrap(),
+                    f["fix"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        (mine.iter().all(|f| f["ok"] == true), text)
+    }
+
+    fn fails(&self, check: &str, containing: &str) -> String {
+        let (ok, text) = self.check(check);
+        assert!(!ok, "{check} holds:\n{text}");
+        assert!(
+            text.contains(containing),
+            "{check}: {containing:?} not in\n{text}"
+        );
+        text
+    }
+
+    fn holds(&self, check: &str) -> String {
+        let (ok, text) = self.check(check);
+        assert!(ok, "{check} fails:\n{text}");
+        text
+    }
+}
+
+/// A syslog line as rsyslog writes it, `days` ago in local time.
+fn line(days: i64, ident: &str, message: &str) -> String {
+    let at = Local::now() - Duration::days(days);
+    format!(
+        "{} mx {ident}[123]: {message}\n",
+        at.format("%b %e %H:%M:%S")
+    )
+}
+
+fn gzip(path: &Path, text: &str) {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap();
+}
+
+/// The modification time of a file set `days` ago.
+fn age(path: &Path, days: i64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days as u64 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+fn journal_remote() -> Option<PathBuf> {
+    [
+        "/usr/lib/systemd/systemd-journal-remote",
+        "/lib/systemd/systemd-journal-remote",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// A journal file in `dir` with one Postfix entry `days` ago (written by
+/// systemd-journal-remote from the journal export format).
+fn journal_with_entry(dir: &Path, days: i64) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let micros = (Utc::now() - Duration::days(days)).timestamp_micros();
+    let export = format!(
+        "__REALTIME_TIMESTAMP={micros}\n__MONOTONIC_TIMESTAMP=1\n_BOOT_ID=0123456789abcdef0123456789abcdef\n\
+         _HOSTNAME=mx\nSYSLOG_IDENTIFIER=postfix/smtpd\nSYSLOG_FACILITY=2\nMESSAGE=connect from unknown\n\n"
+    );
+    let mut child = Command::new(journal_remote().unwrap())
+        .arg(format!("--output={}", dir.join("remote.journal").display()))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(export.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `logrotate --debug` reads the configuration and says how it rotates `log`.
+fn logrotate_says(conf: &Path, state: &Path) -> Option<String> {
+    let out = Command::new("logrotate")
+        .arg("-d")
+        .arg("-s")
+        .arg(state)
+        .arg(conf)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+}
+
+/// The MTA's logs: files (with a rotated .gz), logrotate and journald settings, the journal.
+#[test]
+fn mta_logs_findings_come_and_go() {
+    let has_journal = crate::common::can_run(
+        journal_remote().is_some(),
+        "systemd-journal-remote is not installed (scripts/setup-test-deps)",
+    );
+    let has_logrotate = crate::common::can_run(
+        Path::new("/usr/sbin/logrotate").exists(),
+        "logrotate is not installed (scripts/setup-test-deps)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8894@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: String::new(),
+        contact: "privacy@example.org",
+        extra: String::new(),
+    };
+    let log = d.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let mail_log = log.join("mail.log");
+    // Debian's layout: weekly, rotate 4, mail.log in the rsyslog rule.
+    std::fs::create_dir_all(d.join("logrotate.d")).unwrap();
+    std::fs::write(
+        d.join("logrotate.conf"),
+        format!(
+            "weekly\nrotate 4\ncreate\ninclude {}/logrotate.d\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let rsyslog_rule = |with_mail: bool| {
+        format!(
+            "{}/syslog\n{}{{\n\trotate 4\n\tweekly\n\tmissingok\n\tpostrotate\n\t\t/usr/lib/rsyslog/rsyslog-rotate\n\tendscript\n}}\n",
+            log.display(),
+            if with_mail { format!("{}\n", mail_log.display()) } else { String::new() }
+        )
+    };
+    std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(true)).unwrap();
+    std::fs::write(
+        d.join("journald.conf"),
+        "[Journal]\n#MaxRetentionSec=\n#MaxFileSec=1month\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("journald.conf.d")).unwrap();
+    std::fs::create_dir_all(d.join("journal")).unwrap();
+
+    // Lines of 2 days ago in mail.log; of 12 days ago in a rotation compressed by logrotate.
+    std::fs::write(
+        &mail_log,
+        line(2, "postfix/smtpd", "connect from unknown") + &line(1, "postfix/qmgr", "4T: removed"),
+    )
+    .unwrap();
+    let rotated = log.join("mail.log.2.gz");
+    gzip(
+        &rotated,
+        &(line(12, "postfix/smtpd", "connect") + &line(11, "postfix/qmgr", "x: removed")),
+    );
+    age(&rotated, 11);
+    // syslog holds no MTA line: other programs only.
+    std::fs::write(log.join("syslog"), line(20, "cron", "session opened")).unwrap();
+
+    let text = setup.fails("mta_logs.files", "mail.log.2.gz");
+    assert!(text.contains("12 days"), "{text}");
+    assert!(
+        text.contains(&format!("rm {}", rotated.display())),
+        "{text}"
+    );
+    let text = setup.fails("mta_logs.logrotate", "weekly, rotate 4");
+    assert!(text.contains("35 days"), "{text}");
+    if has_logrotate {
+        // logrotate itself reads the rule the same way.
+        let said = logrotate_says(&d.join("logrotate.conf"), &d.join("lr.state")).unwrap();
+        assert!(said.contains("weekly (4 rotations)"), "{said}");
+    }
+    setup.fails("mta_logs.journald", "no MaxRetentionSec");
+
+    // Fixes: the old rotation deleted, mail.log given the rule of docs/examples/logrotate-mail.
+    std::fs::remove_file(&rotated).unwrap();
+    setup.holds("mta_logs.files");
+    std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(false)).unwrap();
+    let ours = docs("logrotate-mail").replace("/var/log/mail.log", &mail_log.display().to_string());
+    std::fs::write(d.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    let text = setup.holds("mta_logs.logrotate");
+    assert!(
+        text.contains("daily, rotate 6, maxage 6") && text.contains("7 days"),
+        "{text}"
+    );
+    if has_logrotate {
+        let said = logrotate_says(&d.join("logrotate.conf"), &d.join("lr.state")).unwrap();
+        assert!(
+            said.contains(&format!("rotating pattern: {} ", mail_log.display()))
+                && said.contains("after 1 days (6 rotations)")
+                && !said.contains("error"),
+            "{said}"
+        );
+    }
+    // Two rules for one log: logrotate refuses the second, and the audit says so.
+    std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(true)).unwrap();
+    setup.fails(
+        "mta_logs.logrotate",
+        "logrotate refuses the other rules naming it",
+    );
+    std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(false)).unwrap();
+
+    // journald: the drop-in of docs/examples.
+    std::fs::write(
+        d.join("journald.conf.d/privacy-milter.conf"),
+        docs("journald-privacy-milter.conf"),
+    )
+    .unwrap();
+    let text = setup.holds("mta_logs.journald");
+    assert!(text.contains("up to 7 days"), "{text}");
+
+    // MTA lines in syslog, kept by the weekly rule: the syslog rule now matters too.
+    std::fs::write(log.join("syslog"), line(9, "postfix/smtp", "status=sent")).unwrap();
+    let text = setup.fails("mta_logs.files", "syslog");
+    assert!(text.contains("rsyslog drop-in"), "{text}");
+    std::fs::write(log.join("syslog"), line(1, "cron", "x")).unwrap();
+    setup.holds("mta_logs.files");
+
+    if has_journal {
+        journal_with_entry(&d.join("journal"), 10);
+        setup.fails("mta_logs.journal", "postfix/smtpd");
+        journal_with_entry(&d.join("journal"), 3);
+        setup.holds("mta_logs.journal");
+    }
+}
+
+/// The ledger, the keys, transit mail, where data goes, who answers: the ledger filled
+/// through the real milter.
+#[tokio::test]
+async fn ledger_keys_transit_and_destinations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut milter = InProcess::start("audit/ledger.toml").await;
+    for mail in [
+        Mail::from_ip("203.0.113.7")
+            .auth("alice")
+            .rcpt("carol@transit.example")
+            .queue_id("4Out"),
+        Mail::from_ip("198.51.100.9")
+            .sender("eve@remote.example")
+            .rcpt("bob@example.org")
+            .queue_id("4In"),
+    ] {
+        mail.send(&milter).await;
+    }
+    milter.stop().await.unwrap();
+    std::fs::copy(
+        milter.dir.path().join("ledger.sqlite"),
+        d.join("ledger.sqlite"),
+    )
+    .unwrap();
+    let keys = d.join("keys");
+    let mut setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8894@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: String::new(),
+        contact: "privacy@example.org",
+        extra: format!("[privacy]\nkeys = \"{}\"\n", keys.display()),
+    };
+
+    setup.holds("ledger.expiry");
+    // An event whose expiry passed two hours ago (purge_interval is 1h).
+    let db = rusqlite::Connection::open(d.join("ledger.sqlite")).unwrap();
+    let expired =
+        (Utc::now() - Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    db.execute(
+        "UPDATE events SET expires_at = ?1 WHERE queue_id = '4In'",
+        [&expired],
+    )
+    .unwrap();
+    let text = setup.fails("ledger.expiry", "1 events are held");
+    assert!(text.contains("privacy-milter ledger purge"), "{text}");
+    let purge = e2e::Milter::command()
+        .arg("--config")
+        .arg(setup.config())
+        .args(["ledger", "purge"])
+        .output()
+        .unwrap();
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    setup.holds("ledger.expiry");
+
+    // Keys: a retired key kept past the longest retention (90 days), then a loose directory.
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let key = |id: &str| {
+        let path = keys.join(format!("hmac-{id}.key"));
+        std::fs::write(&path, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    key("20200101T000000Z");
+    key("20200201T000000Z");
+    key(&Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+    setup.fails("keys.retired", "20200101T000000Z");
+    let purge = e2e::Milter::command()
+        .arg("--config")
+        .arg(setup.config())
+        .args(["ledger", "purge"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&purge.stdout).contains("destroyed key 20200101T000000Z"));
+    setup.holds("keys.retired");
+    setup.holds("keys.modes");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+    setup.fails("keys.modes", "0755");
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+    setup.holds("keys.modes");
+
+    // Transit: the tracker enabled but never run; then a message held too long.
+    setup.holds("transit.held");
+    setup.tracking = "enabled = true\nalert_after = \"1h\"".into();
+    setup.fails("transit.held", "has never run");
+    std::fs::write(d.join("track.state"), "{}").unwrap();
+    setup.holds("transit.held");
+    let since =
+        (Utc::now() - Duration::hours(3)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    db.execute(
+        "UPDATE transit SET since = ?1 WHERE queue_id = '4Out'",
+        [&since],
+    )
+    .unwrap();
+    setup.fails("transit.held", "4Out (pending)");
+    db.execute(
+        "UPDATE transit SET state = 'removed' WHERE queue_id = '4Out'",
+        [],
+    )
+    .unwrap();
+    setup.holds("transit.held");
+
+    // Where events go: a PostgreSQL host reached in clear, then over TLS.
+    let text = setup.holds("data.destinations");
+    assert!(
+        text.contains(&format!(
+            "ledger: local file {}",
+            d.join("ledger.sqlite").display()
+        )),
+        "{text}"
+    );
+    let plain = setup.extra.clone();
+    let with_pg = |s: &mut Setup, url: &str| {
+        s.extra = format!("{plain}[events.postgres]\nurl = \"{url}\"\n");
+    };
+    // The sinks key is set by the base configuration: the environment adds postgres.
+    with_pg(&mut setup, "postgresql://pm@db.example.net/privacy");
+    let out = e2e::Milter::command()
+        .arg("--config")
+        .arg(setup.config())
+        .args(["audit", "--format", "json"])
+        .env("PRIVACY_MILTER_EVENTS__SINKS", "[\"ledger\", \"postgres\"]")
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dest = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "data.destinations")
+        .unwrap()
+        .clone();
+    assert_eq!(dest["ok"], false, "{dest}");
+    assert!(
+        dest["detail"]
+            .as_str()
+            .unwrap()
+            .contains("in clear to host db.example.net"),
+        "{dest}"
+    );
+    with_pg(
+        &mut setup,
+        "postgresql://pm@db.example.net/privacy?sslmode=require",
+    );
+    let out = e2e::Milter::command()
+        .arg("--config")
+        .arg(setup.config())
+        .args(["audit", "--format", "json"])
+        .env("PRIVACY_MILTER_EVENTS__SINKS", "[\"ledger\", \"postgres\"]")
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["check"] == "data.destinations" && f["ok"] == true));
+    setup.extra = plain;
+
+    // Who answers: an empty contact fails.
+    setup.holds("policy.contact");
+    setup.contact = "";
+    setup.fails("policy.contact", "policy.contact empty");
+}
+
+/// A private Postfix with and without the milter in its settings, and the socket's mode.
+#[test]
+fn postfix_and_the_socket() {
+    if !e2e::postfix_available("audit::postfix_and_the_socket") {
+        return;
+    }
+    let lab = PostfixLab::start(Socket::Unix, "", "");
+    let d = lab.path().join("audit");
+    std::fs::create_dir_all(&d).unwrap();
+    let setup = Setup {
+        dir: d.clone(),
+        socket: format!("unix:{}", lab.milter.unix_path.display()),
+        postfix_etc: lab.postfix.etc.clone(),
+        tracking: String::new(),
+        contact: "privacy@example.org",
+        extra: String::new(),
+    };
+    let postconf = |args: &[&str]| {
+        let out = Command::new("postconf")
+            .arg("-c")
+            .arg(&lab.postfix.etc)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    setup.holds("mta.milters");
+    setup.holds("mta.default_action");
+    let text = setup.holds("mta.socket");
+    assert!(text.contains("mode 0660, group postfix"), "{text}");
+
+    postconf(&["-e", "non_smtpd_milters ="]);
+    let text = setup.fails("mta.milters", "non_smtpd_milters lack it");
+    assert!(text.contains("postconf -e"), "{text}");
+    postconf(&[
+        "-e",
+        "smtpd_milters =",
+        "non_smtpd_milters = $smtpd_milters",
+    ]);
+    setup.fails("mta.milters", "smtpd_milters and non_smtpd_milters lack it");
+    postconf(&[
+        "-e",
+        &format!("smtpd_milters = {}", lab.milter.postfix_spec),
+        "non_smtpd_milters = $smtpd_milters",
+    ]);
+    setup.holds("mta.milters");
+
+    postconf(&["-X", "milter_default_action"]);
+    setup.fails("mta.default_action", "not stated");
+    postconf(&["-e", "milter_default_action = tempfail"]);
+    setup.holds("mta.default_action");
+
+    let socket = &lab.milter.unix_path;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    setup.fails("mta.socket", "so may anybody");
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    setup.fails("mta.socket", "postfix may not connect");
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+    setup.holds("mta.socket");
+}
+
+/// The rsyslog drop-in of docs/examples is a configuration rsyslogd accepts (and a broken one
+/// is refused, so the check can fail).
+#[test]
+fn the_rsyslog_drop_in_is_valid() {
+    if !crate::common::can_run(
+        Path::new("/usr/sbin/rsyslogd").exists(),
+        "rsyslog is not installed (scripts/setup-test-deps)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let validate = |dropin: &str| {
+        let file = tmp.path().join("10-mail-only.conf");
+        std::fs::write(&file, dropin).unwrap();
+        let main = tmp.path().join("rsyslog.conf");
+        std::fs::write(
+            &main,
+            format!(
+                "$IncludeConfig {}\n*.*;auth,authpriv.none -{}/syslog\n",
+                file.display(),
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("/usr/sbin/rsyslogd")
+            .arg("-N1")
+            .arg("-f")
+            .arg(&main)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, said) = validate(&docs("rsyslog-mail-only.conf"));
+    assert!(ok, "{said}");
+    let (ok, _) = validate("mail.* -/var/log/mail.log\n& stopp\n");
+    assert!(
+        !ok,
+        "rsyslogd accepted a broken drop-in: the check cannot fail"
+    );
+}
