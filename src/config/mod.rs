@@ -9,6 +9,7 @@
 //! - [`summary`]: what `check-config` prints;
 //! - [`reload`]: what a SIGHUP may change and what needs a restart.
 
+mod conninfo;
 mod load;
 mod model;
 pub mod reload;

@@ -66,7 +66,10 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
         if let Err(e) = pg.url.parse::<postgres::Config>() {
             return Err((
                 "events.postgres.url",
-                format!("is not a PostgreSQL connection URL: {e}"),
+                format!(
+                    "is not a PostgreSQL connection URL: {}",
+                    super::conninfo::parse_error(&pg.url, &e)
+                ),
             ));
         }
         if pg.pool_size == 0 {

@@ -32,6 +32,7 @@ mod on_error;
 mod postgres;
 mod privacy;
 mod rcpt_mailer;
+mod redaction;
 mod relay;
 mod reload;
 mod rules_disabled;
