@@ -10,6 +10,7 @@ mod abort;
 mod architecture;
 mod authenticated_submission;
 mod config_errors;
+mod config_limits;
 mod daemon;
 mod disk_full;
 mod dry_run;
