@@ -17,6 +17,7 @@ mod dry_run;
 mod durability;
 mod e2e_postfix;
 mod e2e_sendmail;
+mod env_typing;
 mod events;
 mod forged_originating_ip;
 mod forged_transit_tag;
