@@ -7,6 +7,7 @@ mod common;
 mod e2e;
 
 mod abort;
+mod address_literal;
 mod architecture;
 mod authenticated_submission;
 mod config_errors;
