@@ -25,6 +25,7 @@ mod forged_transit_tag;
 mod hostile_input;
 mod inbound_external;
 mod internal;
+mod key_ring;
 mod keys;
 mod ledger;
 mod local_submission;
