@@ -3,7 +3,7 @@
 
 use crate::{
     config::{AddressPrivacy, IpPrivacy, Privacy},
-    facts::domain_of,
+    facts::{domain_of, Escaped},
     keys::Key,
 };
 use hmac::{Hmac, Mac};
@@ -103,13 +103,15 @@ impl Pseudonymiser {
         }
     }
 
-    /// An e-mail address for a log line.
+    /// An e-mail address for a log line, its control characters escaped (it comes from the
+    /// wire: a line break in it would forge a log line).
     pub fn address_for_log(&self, address: &str) -> String {
         if address.is_empty() {
             return "<>".into();
         }
         let view = self.address(address);
-        view.address.or(view.domain).unwrap_or_else(|| "-".into())
+        let shown = view.address.or(view.domain).unwrap_or_else(|| "-".into());
+        Escaped(&shown).to_string()
     }
 }
 

@@ -12,6 +12,7 @@ mod architecture;
 mod authenticated_submission;
 mod config_errors;
 mod config_limits;
+mod control_characters;
 mod daemon;
 mod disk_full;
 mod dry_run;
