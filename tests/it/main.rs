@@ -43,6 +43,7 @@ mod reload;
 mod rules_disabled;
 mod second_pass;
 mod shipped_config;
+mod socket_permissions;
 mod trusted_network;
 mod unit_sandbox;
 mod webmail;
