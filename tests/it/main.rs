@@ -47,3 +47,4 @@ mod socket_permissions;
 mod trusted_network;
 mod unit_sandbox;
 mod webmail;
+mod wire_properties;
