@@ -126,10 +126,9 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         m if m % (1 << 20) == 0 => format!("{} MiB", m >> 20),
         m => format!("{m} bytes"),
     };
-    let file = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let md = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let io_error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = fs::File::open(path).map_err(io_error)?;
+    let md = file.metadata().map_err(io_error)?;
     if !md.is_file() {
         return Err(format!(
             "{} is not a regular file; name a file of at most {}",
@@ -141,7 +140,7 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     // Bounded even if the file grows meanwhile.
     file.take(max + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(io_error)?;
     if bytes.len() as u64 > max {
         return Err(format!(
             "{} is larger than {}, more than such a file can sensibly hold",
