@@ -13,7 +13,12 @@ use crate::{
     store,
     writer::EventWriter,
 };
-use std::{future::Future, io, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    io,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -53,12 +58,25 @@ pub struct Reloaded {
 struct Daemon {
     sessions: Arc<Sessions>,
     events: EventWriter,
+    /// The key ring as housekeeping last left it.
+    keys: Mutex<keys::Watch>,
 }
 
-/// Rotates keys and destroys retired ones; logs what it destroyed.
-fn refresh_keys(config: &Config) -> Result<keys::Secrets, keys::KeyError> {
+/// Rotates keys and destroys retired ones; logs what it destroyed, and warns of a change to
+/// the ring that was not its own (a key or the directory deleted, a key added).
+fn refresh_keys(
+    config: &Config,
+    watch: &Mutex<keys::Watch>,
+) -> Result<keys::Secrets, keys::KeyError> {
+    let (change, refreshed) = watch
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .refresh(&config.key_policy(), chrono::Utc::now());
+    if let Some(change) = change {
+        warn!(target: TARGET, "{change}");
+    }
+    let (secrets, destroyed) = refreshed?;
     let now = chrono::Utc::now();
-    let (secrets, destroyed) = keys::refresh(&config.key_policy(), now)?;
     for id in destroyed {
         info!(target: TARGET, "destroyed key {id}: every event made with it has expired");
     }
@@ -121,7 +139,7 @@ impl Daemon {
         for key in &needs_restart {
             warn!(target: TARGET, "{key} changed: this takes effect only after a restart");
         }
-        let secrets = refresh_keys(&new).map_err(|e| e.to_string())?;
+        let secrets = refresh_keys(&new, &self.keys).map_err(|e| e.to_string())?;
         // Re-open the sinks (rotated or moved files) before new sessions use the new config.
         self.events.reopen(&new).await?;
         self.sessions.replace(Snapshot::new(Arc::new(new), secrets));
@@ -131,7 +149,7 @@ impl Daemon {
     /// The periodic duties: rotate and destroy keys, purge expired events.
     fn housekeeping(&self) {
         let config = Arc::clone(&self.sessions.current().config);
-        match refresh_keys(&config) {
+        match refresh_keys(&config, &self.keys) {
             Ok(secrets) => self
                 .sessions
                 .replace(Snapshot::new(Arc::clone(&config), secrets)),
@@ -208,7 +226,8 @@ pub async fn run(
     mut reload: mpsc::Receiver<Reload>,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    let secrets = refresh_keys(&config).map_err(io::Error::other)?;
+    let watch = Mutex::new(keys::Watch::default());
+    let secrets = refresh_keys(&config, &watch).map_err(io::Error::other)?;
     let metrics = if config.metrics.listen.is_empty() {
         None
     } else {
@@ -235,6 +254,7 @@ pub async fn run(
             host,
         )),
         events: events.clone(),
+        keys: watch,
     };
 
     let (max_connections, session_timeout) = {

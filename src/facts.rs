@@ -1,7 +1,7 @@
 //! What the session learns about a connection and a message: plain data, filled in by
 //! `session`, read by `classify`, `rules` and `event`.
 
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
 /// How many copies of a header of interest we keep the value of; further copies are only
 /// counted (they are still deleted where a rule says so).
@@ -106,6 +106,38 @@ pub fn domain_of(address: &str) -> Option<String> {
     Some(domain.to_ascii_lowercase())
 }
 
+/// A value from the wire (an address, a queue id, a macro) as a log line may show it: a line
+/// break would forge a line of its own, and ESC or BEL would reach a terminal. Control
+/// characters (C0, DEL, C1), the Unicode line and paragraph separators and the backslash are
+/// written as escapes: `\n`, `\r`, `\t`, `\\`, `\x1b`, `\u{85}`, `\u{2028}`.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        // Plain runs are written whole; only what needs an escape is written char by char.
+        while let Some(at) = rest.find(needs_escape) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().expect("found a char");
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x80 => write!(f, "\\x{:02x}", c as u32)?,
+                c => write!(f, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\\' | '\u{2028}' | '\u{2029}')
+}
+
 /// Removes the angle brackets of an SMTP path: `<a@b>` becomes `a@b`.
 pub fn unbracket(path: &str) -> &str {
     let path = path.trim();
@@ -117,6 +149,7 @@ pub fn unbracket(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn domains() {
@@ -128,6 +161,68 @@ mod tests {
         assert_eq!(unbracket("<a@b>"), "a@b");
         assert_eq!(unbracket("<>"), "");
         assert_eq!(unbracket("a@b"), "a@b");
+    }
+
+    #[test]
+    fn escapes() {
+        let e = |s: &str| Escaped(s).to_string();
+        assert_eq!(e("example.org"), "example.org");
+        assert_eq!(e("a\nb\rc\td"), r"a\nb\rc\td");
+        assert_eq!(e("\x1b[2J\x07\x7f\0"), r"\x1b[2J\x07\x7f\x00");
+        assert_eq!(e("\u{85}\u{2028}é"), r"\u{85}\u{2028}é");
+        assert_eq!(e(r"a\nb"), r"a\\nb");
+    }
+
+    proptest! {
+        #[test]
+        fn escaped_values_hold_no_control_character(s in "\\PC*|[\\x00-\\x7f\u{80}-\u{9f}\u{2028}é]*") {
+            let shown = Escaped(&s).to_string();
+            prop_assert!(!shown.chars().any(needs_escape_but_backslash), "{:?}", shown);
+            // Nothing is lost: the escapes read back.
+            prop_assert_eq!(unescape(&shown), s);
+        }
+
+        #[test]
+        fn domains_and_paths_never_panic(s in "\\PC*") {
+            if let Some(d) = domain_of(&s) {
+                prop_assert!(!d.is_empty() && !d.ends_with('.'));
+                prop_assert_eq!(d.to_ascii_lowercase(), d);
+            }
+            let inner = unbracket(&s);
+            prop_assert!(s.contains(inner));
+        }
+    }
+
+    fn needs_escape_but_backslash(c: char) -> bool {
+        c != '\\' && needs_escape(c)
+    }
+
+    /// Reads the escapes `Escaped` writes.
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('\\') => out.push('\\'),
+                Some('x') => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    out.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+                }
+                Some('u') => {
+                    let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => panic!("unknown escape {other:?} in {s:?}"),
+            }
+        }
+        out
     }
 
     #[test]

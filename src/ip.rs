@@ -84,6 +84,74 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// An address written as webmail hosts and MTAs write it: bare or in brackets, IPv6
+    /// perhaps tagged, with white space (folding included) around.
+    fn written(ip: IpAddr, brackets: bool, tag: bool, space: &str) -> String {
+        let inner = match ip {
+            IpAddr::V6(_) if tag => format!("IPv6:{ip}"),
+            _ => ip.to_string(),
+        };
+        let inner = if brackets {
+            format!("[{inner}]")
+        } else {
+            inner
+        };
+        format!("{space}{inner}{}", space.replace("\r\n", ""))
+    }
+
+    proptest! {
+        #[test]
+        fn header_values_never_panic(raw in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(ip) = parse_header_value(&raw) {
+                // What is written back is the address, canonical, and reads the same.
+                prop_assert_eq!(parse_header_value(header_value(ip).as_bytes()), Some(ip));
+                prop_assert_eq!(canonical(ip), ip);
+            }
+        }
+
+        #[test]
+        fn header_values_with_text_never_panic(s in "[\\[\\] \t\r\n0-9a-fA-FIPv:.,;()]{0,60}") {
+            if let Some(ip) = parse_header_value(s.as_bytes()) {
+                prop_assert_eq!(parse_header_value(header_value(ip).as_bytes()), Some(ip));
+            }
+        }
+
+        #[test]
+        fn written_addresses_are_read(
+            ip in any::<IpAddr>(),
+            brackets in any::<bool>(),
+            tag in any::<bool>(),
+            space in prop::sample::select(vec!["", " ", "\t", "\r\n ", "\r\n\t"]),
+        ) {
+            let text = written(ip, brackets, tag, space);
+            prop_assert_eq!(parse_header_value(text.as_bytes()), Some(canonical(ip)), "{:?}", text);
+            prop_assert_eq!(parse_mta_addr(&text), Some(canonical(ip)), "{:?}", text);
+        }
+
+        #[test]
+        fn a_bare_line_break_or_a_second_value_is_refused(
+            ip in any::<IpAddr>(),
+            tail in prop::sample::select(vec!["\r\nBcc: x@example.org", "\n", "\r", ", 10.0.0.1", " (comment)", "]"]),
+        ) {
+            let text = format!("{ip}{tail}");
+            prop_assert_eq!(parse_header_value(text.as_bytes()), None, "{:?}", text);
+        }
+
+        #[test]
+        fn mta_addresses_never_panic(s in "\\PC{0,60}") {
+            if let Some(ip) = parse_mta_addr(&s) {
+                prop_assert_eq!(canonical(ip), ip);
+            }
+        }
+
+        #[test]
+        fn truncation_never_panics(ip in any::<IpAddr>(), v4 in any::<u8>(), v6 in any::<u8>()) {
+            let net = truncate(ip, v4, v6);
+            prop_assert!(net.contains(&ip));
+        }
+    }
 
     fn p(s: &str) -> Option<String> {
         parse_header_value(s.as_bytes()).map(|ip| ip.to_string())

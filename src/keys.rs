@@ -6,10 +6,15 @@
 //! longest retention period has passed since it was retired (since its successor was made):
 //! by then every event made with it has expired, and its HMACs can no longer be linked to
 //! anyone. The directory must be 0700 and every key file 0600; looser modes are refused.
+//!
+//! A key id from the future (beyond [`CLOCK_SKEW`]) is refused: it would stay the current key,
+//! never rotated, never destroyed. [`Watch`] tells a change of the ring made by someone else
+//! (a key deleted or added by hand, the directory removed) from the daemon's own.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use std::{
-    fs,
+    collections::BTreeSet,
+    fmt, fs,
     io::{self, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
@@ -19,6 +24,11 @@ use std::{
 
 const ID_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 const KEY_LEN: usize = 32;
+
+/// How far ahead of the clock a key id may be: a clock stepped back a little (by NTP, or a
+/// key made on a host whose clock ran ahead) must not stop the daemon, while a key dated
+/// further ahead would stay current for that long and is refused.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -104,9 +114,12 @@ pub struct Policy {
     pub keep: Duration,
 }
 
+/// What [`refresh`] gives: the current keys, and the ids it destroyed.
+pub type Refreshed = (Secrets, Vec<String>);
+
 /// The periodic duty: makes a new key of each kind in use when rotation is due, destroys the
 /// retired keys (see [`destroy_retired`]), and returns the current keys with the ids destroyed.
-pub fn refresh(policy: &Policy, now: DateTime<Utc>) -> Result<(Secrets, Vec<String>), KeyError> {
+pub fn refresh(policy: &Policy, now: DateTime<Utc>) -> Result<Refreshed, KeyError> {
     let mut secrets = Secrets::default();
     for (kind, used) in [(Kind::Hmac, policy.hmac), (Kind::Aead, policy.aead)] {
         if used {
@@ -166,6 +179,11 @@ pub fn ensure_dir(dir: &Path) -> Result<(), KeyError> {
 /// missing directory holds no keys: only the daemon creates it (as its own user), so that
 /// `check-config` or `ip decrypt` run as root never leave a directory the daemon cannot use.
 pub fn load(dir: &Path, kind: Kind) -> Result<Ring, KeyError> {
+    load_at(dir, kind, Utc::now())
+}
+
+/// [`load`], with `now` the time key ids may not be ahead of (beyond [`CLOCK_SKEW`]).
+fn load_at(dir: &Path, kind: Kind, now: DateTime<Utc>) -> Result<Ring, KeyError> {
     if !dir.exists() {
         return Ok(Ring::default());
     }
@@ -190,7 +208,25 @@ pub fn load(dir: &Path, kind: Kind) -> Result<Ring, KeyError> {
                 )
             })?
             .and_utc();
+        if let Ok(ahead) = (created - now).to_std() {
+            if ahead > CLOCK_SKEW {
+                return Err(err(
+                    &path,
+                    format!(
+                        "the key id {id} is {} in the future (at most {} of clock skew is \
+                         allowed): it would stay the current key, never rotated nor destroyed; \
+                         remove the file, or set the clock right",
+                        describe(ahead),
+                        describe(CLOCK_SKEW)
+                    ),
+                ));
+            }
+        }
         let md = fs::metadata(&path).map_err(|e| err(&path, e))?;
+        // A FIFO or a device would block or never end the read.
+        if !md.is_file() {
+            return Err(err(&path, "is not a regular file"));
+        }
         if md.permissions().mode() & 0o077 != 0 {
             return Err(err(
                 &path,
@@ -228,7 +264,7 @@ pub fn rotate(
     now: DateTime<Utc>,
 ) -> Result<Ring, KeyError> {
     ensure_dir(dir)?;
-    let mut ring = load(dir, kind)?;
+    let mut ring = load_at(dir, kind, now)?;
     let due = match ring.current() {
         None => true,
         Some(k) => (now - k.created)
@@ -269,7 +305,7 @@ fn destroy_expired(
     keep: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, KeyError> {
-    let ring = load(dir, kind)?;
+    let ring = load_at(dir, kind, now)?;
     let mut destroyed = Vec::new();
     for pair in ring.keys.windows(2) {
         let (key, successor) = (&pair[0], &pair[1]);
@@ -281,6 +317,160 @@ fn destroy_expired(
         }
     }
     Ok(destroyed)
+}
+
+/// A duration as a person reads it: `3d 4h`, `5m 10s`.
+fn describe(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 86400 => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+        s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}m {}s", s / 60, s % 60),
+    }
+}
+
+/// The key files of a directory, by name without `.key` (`hmac-20261126T180000Z`); `None`
+/// when the directory is missing.
+fn key_names(dir: &Path) -> Result<Option<BTreeSet<String>>, KeyError> {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(dir, e)),
+        Ok(entries) => entries,
+    };
+    let mut names = BTreeSet::new();
+    for entry in entries {
+        let name = entry.map_err(|e| err(dir, e))?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".key")) else {
+            continue;
+        };
+        if [Kind::Hmac, Kind::Aead]
+            .iter()
+            .any(|k| stem.starts_with(k.prefix()))
+        {
+            names.insert(stem.to_string());
+        }
+    }
+    Ok(Some(names))
+}
+
+/// Keeps the ring as the daemon last left it, so that the next look can tell a change made
+/// by someone else: a key deleted (the next refresh makes a new one where none is left, and
+/// every HMAC changes), a key added, the directory removed.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The directory and its key files after the last refresh.
+    last: Option<(PathBuf, BTreeSet<String>)>,
+}
+
+/// A change of the ring that neither rotation nor destruction made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingChange {
+    pub dir: PathBuf,
+    /// The directory itself was gone.
+    pub dir_gone: bool,
+    /// Keys gone that the destruction rule would have kept (`hmac-ID`).
+    pub gone: Vec<String>,
+    pub appeared: Vec<String>,
+}
+
+impl fmt::Display for RingChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "key ring {} changed other than by rotation or destruction:",
+            self.dir.display()
+        )?;
+        if self.dir_gone {
+            write!(f, " the directory was removed;")?;
+        }
+        if !self.gone.is_empty() {
+            write!(f, " keys gone: {};", self.gone.join(", "))?;
+        }
+        if !self.appeared.is_empty() {
+            write!(f, " keys appeared: {};", self.appeared.join(", "))?;
+        }
+        write!(
+            f,
+            " pseudonyms made from now on may not match earlier ones (a new key is made where \
+             none is left)"
+        )
+    }
+}
+
+impl Watch {
+    /// Looks at the ring, tells what changed since the daemon last left it, then rotates and
+    /// destroys as [`refresh`] does and remembers the ring as it is left.
+    pub fn refresh(
+        &mut self,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> (Option<RingChange>, Result<Refreshed, KeyError>) {
+        let found = key_names(&policy.dir);
+        let change = match (&self.last, &found) {
+            (Some((dir, last)), Ok(found)) if *dir == policy.dir => {
+                changes(dir, last, found.as_ref(), policy.keep, now)
+            }
+            _ => None,
+        };
+        // Told once: from here on the ring as found is the one known.
+        if let Ok(found) = found {
+            self.last = Some((policy.dir.clone(), found.unwrap_or_default()));
+        }
+        let refreshed = refresh(policy, now);
+        if refreshed.is_ok() {
+            if let Ok(left) = key_names(&policy.dir) {
+                self.last = Some((policy.dir.clone(), left.unwrap_or_default()));
+            }
+        }
+        (change, refreshed)
+    }
+}
+
+/// What changed from `last` to `found` that the destruction rule does not explain: a key
+/// gone whose successor was made less than `keep` ago, or a key that appeared.
+fn changes(
+    dir: &Path,
+    last: &BTreeSet<String>,
+    found: Option<&BTreeSet<String>>,
+    keep: Duration,
+    now: DateTime<Utc>,
+) -> Option<RingChange> {
+    let empty = BTreeSet::new();
+    let found_set = found.unwrap_or(&empty);
+    let created = |name: &str| {
+        let id = name.split_once('-').map_or(name, |(_, id)| id);
+        NaiveDateTime::parse_from_str(id, ID_FORMAT)
+            .ok()
+            .map(|t| t.and_utc())
+    };
+    let gone: Vec<String> = last
+        .difference(found_set)
+        .filter(|name| {
+            // Names sort by kind, then by time: the successor is the next of the same kind.
+            let kind = name.split('-').next().unwrap_or("");
+            let successor = last
+                .range::<String, _>((
+                    std::ops::Bound::Excluded(name.to_string()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .filter(|next| next.split('-').next() == Some(kind));
+            let destroyed_by_rule = successor
+                .and_then(|next| created(next))
+                .and_then(|made| (now - made).to_std().ok())
+                .is_some_and(|retired_for| retired_for > keep);
+            !destroyed_by_rule
+        })
+        .cloned()
+        .collect();
+    let appeared: Vec<String> = found_set.difference(last).cloned().collect();
+    let dir_gone = found.is_none() && !last.is_empty();
+    (dir_gone || !gone.is_empty() || !appeared.is_empty()).then(|| RingChange {
+        dir: dir.to_path_buf(),
+        dir_gone,
+        gone,
+        appeared,
+    })
 }
 
 trait NanosecondZero {
@@ -343,6 +533,102 @@ mod tests {
             destroy_expired(&dir, Kind::Hmac, keep, t1 + chrono::Duration::days(91)).unwrap();
         assert_eq!(gone, ["20260101T000000Z"]);
         assert_eq!(load(&dir, Kind::Hmac).unwrap().keys.len(), 1);
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn write_key(dir: &Path, name: &str) {
+        let path = dir.join(format!("{name}.key"));
+        fs::write(&path, [1u8; KEY_LEN]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn keys_from_the_future_are_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("keys");
+        let now = at("2026-11-26T18:00:00Z");
+        rotate(&dir, Kind::Hmac, Duration::from_secs(86400), now).unwrap();
+        // Within the allowance: accepted (a clock stepped back a little).
+        write_key(&dir, "hmac-20261126T185900Z");
+        assert_eq!(load_at(&dir, Kind::Hmac, now).unwrap().keys.len(), 2);
+        write_key(&dir, "hmac-20261126T190100Z");
+        let e = load_at(&dir, Kind::Hmac, now).unwrap_err();
+        assert!(e.path.ends_with("hmac-20261126T190100Z.key"), "{e}");
+        assert!(e.problem.contains("1h 1m in the future"), "{e}");
+        let e = rotate(&dir, Kind::Hmac, Duration::from_secs(86400), now).unwrap_err();
+        assert!(e.to_string().contains("in the future"), "{e}");
+        // Other kinds are not held up by it.
+        assert!(load_at(&dir, Kind::Aead, now).is_ok());
+    }
+
+    #[test]
+    fn the_watch_tells_others_changes_from_our_own() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("keys");
+        let day = Duration::from_secs(86400);
+        let policy = Policy {
+            dir: dir.clone(),
+            hmac: true,
+            aead: false,
+            rotation: 30 * day,
+            keep: 90 * day,
+        };
+        let t0 = at("2026-01-01T00:00:00Z");
+        let mut watch = Watch::default();
+        let refresh_at = |watch: &mut Watch, t| {
+            let (change, result) = watch.refresh(&policy, t);
+            result.unwrap();
+            change
+        };
+        // The first look, a rotation, a destruction: all our own.
+        assert_eq!(refresh_at(&mut watch, t0), None);
+        let t1 = t0 + chrono::Duration::days(30);
+        assert_eq!(refresh_at(&mut watch, t1), None);
+        assert_eq!(load(&dir, Kind::Hmac).unwrap().keys.len(), 2);
+        let t2 = t1 + chrono::Duration::days(91);
+        assert_eq!(refresh_at(&mut watch, t2), None);
+        // Destroyed by the rule in another process (ledger purge): not a change.
+        let t3 = t2 + chrono::Duration::days(30);
+        destroy_retired(&dir, policy.keep, t3 + chrono::Duration::days(91)).unwrap();
+        assert_eq!(
+            refresh_at(&mut watch, t3 + chrono::Duration::days(91)),
+            None
+        );
+
+        // A live key deleted by hand.
+        let current = load(&dir, Kind::Hmac)
+            .unwrap()
+            .current()
+            .unwrap()
+            .id
+            .clone();
+        fs::remove_file(path_of(&dir, Kind::Hmac, &current)).unwrap();
+        let t4 = t3 + chrono::Duration::days(92);
+        let change = refresh_at(&mut watch, t4).unwrap();
+        assert_eq!(change.gone, [format!("hmac-{current}")]);
+        assert!(!change.dir_gone && change.appeared.is_empty());
+        assert!(change.to_string().contains("keys gone: hmac-"), "{change}");
+        assert_eq!(refresh_at(&mut watch, t4), None, "told once");
+
+        // A key added by hand, the directory removed.
+        write_key(&dir, "hmac-20200101T000000Z");
+        let change = refresh_at(&mut watch, t4).unwrap();
+        assert_eq!(change.appeared, ["hmac-20200101T000000Z"]);
+        fs::remove_dir_all(&dir).unwrap();
+        let change = refresh_at(&mut watch, t4).unwrap();
+        assert!(change.dir_gone && change.gone.len() == 2, "{change:?}");
+        assert!(change.to_string().contains("the directory was removed"));
+        assert_eq!(load(&dir, Kind::Hmac).unwrap().keys.len(), 1, "made anew");
+
+        // Another directory (a reload): a first look again.
+        let mut other = policy.clone();
+        other.dir = base.path().join("other");
+        assert_eq!(watch.refresh(&other, t4).0, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::config::{Log, LogDestination};
 use std::{
+    borrow::Cow,
     io::{self, Write},
     sync::{Arc, Mutex},
 };
@@ -26,12 +27,15 @@ pub fn init(log: &Log) -> Result<(), String> {
             .without_time()
             .with_env_filter(filter())
             .init(),
-        LogDestination::Stderr => tracing_subscriber::fmt()
-            .with_writer(io::stderr)
+        LogDestination::Stderr => {
             // Colours only for a person at a terminal, never into the journal or a file.
-            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-            .with_env_filter(filter())
-            .init(),
+            let colours = io::IsTerminal::is_terminal(&io::stderr());
+            tracing_subscriber::fmt()
+                .with_writer(Lines::new(Stderr { colours }))
+                .with_ansi(colours)
+                .with_env_filter(filter())
+                .init()
+        }
         LogDestination::Journald => {
             let journal = tracing_journald::layer().map_err(|e| {
                 format!("log.destination = \"journald\": cannot reach the journal: {e}")
@@ -65,7 +69,69 @@ pub fn report_error(message: &str) {
     if stderr_is_the_journal() {
         JournalStderr.deliver(Level::ERROR, text.as_bytes());
     } else {
-        eprint!("{text}");
+        Stderr { colours: false }.deliver(Level::ERROR, text.as_bytes());
+    }
+}
+
+/// A formatted log line (or lines) with every control character escaped as `\xHH` (C1
+/// characters as `\u{HH}`) but the line breaks, which a multi-line message (a configuration
+/// error) keeps, and the tab; with `colours`, the SGR sequences (`ESC [ digits ; m`) the
+/// formatter writes for a terminal are kept too. Values from the wire are escaped where they
+/// are logged (`facts::Escaped`), line breaks included; this catches any other way a control
+/// character could reach a terminal or a log file (an error quoting a path, a library's text).
+fn defanged(text: &[u8], colours: bool) -> Cow<'_, [u8]> {
+    let is_sgr = |rest: &[u8]| -> Option<usize> {
+        let body = rest.strip_prefix(b"\x1b[")?;
+        let end = body
+            .iter()
+            .position(|b| !(b.is_ascii_digit() || *b == b';'))?;
+        (body[end] == b'm').then_some(2 + end + 1)
+    };
+    let unsafe_at = |i: usize| -> bool {
+        let b = text[i];
+        match b {
+            b'\n' | b'\t' => false,
+            0xc2 => text.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n)),
+            b => b.is_ascii_control(),
+        }
+    };
+    if !(0..text.len()).any(|i| unsafe_at(i) && !(colours && is_sgr(&text[i..]).is_some())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < text.len() {
+        if colours {
+            if let Some(len) = is_sgr(&text[i..]) {
+                out.extend_from_slice(&text[i..i + len]);
+                i += len;
+                continue;
+            }
+        }
+        if !unsafe_at(i) {
+            out.push(text[i]);
+            i += 1;
+        } else if text[i] == 0xc2 {
+            out.extend_from_slice(format!("\\u{{{:x}}}", text[i + 1]).as_bytes());
+            i += 2;
+        } else {
+            out.extend_from_slice(format!("\\x{:02x}", text[i]).as_bytes());
+            i += 1;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// stderr when it is not the journal: a file, a pipe, or a person's terminal.
+struct Stderr {
+    /// The formatter writes colours (stderr is a terminal): keep its SGR sequences.
+    colours: bool,
+}
+
+impl Deliver for Stderr {
+    fn deliver(&self, _level: Level, text: &[u8]) {
+        // Nowhere to report a failed log write.
+        let _ = io::stderr().lock().write_all(&defanged(text, self.colours));
     }
 }
 
@@ -159,6 +225,7 @@ impl Deliver for JournalStderr {
             Level::INFO => b"<6>",
             _ => b"<7>",
         };
+        let text = defanged(text, false);
         // Every line of a multi-line message (a configuration error) gets the prefix: the
         // journal reads each line as an entry of its own, and an empty one as an empty entry.
         let mut out = Vec::with_capacity(text.len() + 8);
@@ -201,7 +268,8 @@ impl Syslog {
 
 impl Deliver for Syslog {
     fn deliver(&self, level: Level, text: &[u8]) {
-        let text = String::from_utf8_lossy(text);
+        let text = defanged(text, false);
+        let text = String::from_utf8_lossy(&text);
         let message = (0, Default::default(), text.trim_end().to_string());
         let mut logger = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // A syslog daemon that is away loses the line; the milter carries on.
@@ -211,5 +279,56 @@ impl Deliver for Syslog {
             Level::INFO => logger.info(message),
             _ => logger.debug(message),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::defanged;
+    use proptest::prelude::*;
+
+    fn shown(text: &str, colours: bool) -> String {
+        String::from_utf8(defanged(text.as_bytes(), colours).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn control_characters_are_escaped_but_line_breaks() {
+        assert_eq!(
+            shown("plain\nlines\tand tabs\n", false),
+            "plain\nlines\tand tabs\n"
+        );
+        assert_eq!(
+            shown("a\x1b[2J\x07\r\u{85}b\n", false),
+            "a\\x1b[2J\\x07\\x0d\\u{85}b\n"
+        );
+        // Colours stay for a terminal; any other escape sequence does not.
+        assert_eq!(
+            shown(
+                "\x1b[2m2026\x1b[0m \x1b[32mINFO\x1b[0m \x1b]0;x\x07\n",
+                true
+            ),
+            "\x1b[2m2026\x1b[0m \x1b[32mINFO\x1b[0m \\x1b]0;x\\x07\n"
+        );
+        assert_eq!(shown("\x1b[2m", false), "\\x1b[2m");
+    }
+
+    proptest! {
+        #[test]
+        fn nothing_but_line_breaks_tabs_and_colours_get_through(
+            text in "[\\x00-\\x7f\u{80}-\u{a0}é]{0,60}",
+            colours in any::<bool>(),
+        ) {
+            let out = defanged(text.as_bytes(), colours);
+            let out = std::str::from_utf8(&out).unwrap();
+            let mut rest = out;
+            while let Some(at) = rest.find(|c: char| c.is_control() && c != '\n' && c != '\t') {
+                let tail = &rest[at..];
+                // Only an SGR sequence, and only with colours.
+                prop_assert!(colours && tail.starts_with("\x1b["), "{:?}", out);
+                let end = tail[2..].find(|c: char| !(c.is_ascii_digit() || c == ';')).unwrap();
+                prop_assert_eq!(&tail[2 + end..3 + end], "m");
+                rest = &tail[3 + end..];
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::{
     config::{AddressPrivacy, IpPrivacy, Privacy},
-    facts::domain_of,
+    facts::{domain_of, Escaped},
     keys::Key,
 };
 use hmac::{Hmac, Mac};
@@ -55,10 +55,25 @@ impl Pseudonymiser {
         }
     }
 
+    /// The domain of an address as the policy allows it. A name stays in clear. An address
+    /// literal (`x@[203.0.113.77]`, `x@[IPv6:2001:db8::1]`, or a bare IP) has an IP for a
+    /// domain, which is written as `ip` says, in brackets: `[203.0.113.0/24]`,
+    /// `[hmac:KEYID:HEX]`, or nothing with `ip = "omit"`. A bracketed literal that is no IP
+    /// (RFC 5321's general literal, `[tag:text]`) may hold anything and is left out.
+    fn domain(&self, addr: &str) -> Option<String> {
+        let domain = domain_of(addr)?;
+        match crate::ip::parse_mta_addr(&domain) {
+            Some(ip) => self.ip(ip).map(|ip| format!("[{ip}]")),
+            None if domain.starts_with('[') => None,
+            None => Some(domain),
+        }
+    }
+
     /// An e-mail address as the policy allows it to be written. With `hmac` the domain stays
-    /// in clear and the whole address (in lower case) becomes an HMAC.
+    /// in clear (an address literal's as `ip` says) and the whole address (in lower case)
+    /// becomes an HMAC; `full` writes the address as given, a literal's IP included.
     pub fn address(&self, addr: &str) -> AddressView {
-        let domain = domain_of(addr);
+        let domain = self.domain(addr);
         match self.policy.address {
             AddressPrivacy::Full => AddressView {
                 address: Some(addr.to_string()),
@@ -88,13 +103,15 @@ impl Pseudonymiser {
         }
     }
 
-    /// An e-mail address for a log line.
+    /// An e-mail address for a log line, its control characters escaped (it comes from the
+    /// wire: a line break in it would forge a log line).
     pub fn address_for_log(&self, address: &str) -> String {
         if address.is_empty() {
             return "<>".into();
         }
         let view = self.address(address);
-        view.address.or(view.domain).unwrap_or_else(|| "-".into())
+        let shown = view.address.or(view.domain).unwrap_or_else(|| "-".into());
+        Escaped(&shown).to_string()
     }
 }
 
@@ -184,5 +201,46 @@ mod tests {
         let o = with(IpPrivacy::Omit, AddressPrivacy::Omit);
         assert_eq!(o.address("alice@example.org"), AddressView::default());
         assert_eq!(o.address_for_log(""), "<>");
+    }
+
+    #[test]
+    fn address_literals_are_ips() {
+        let domain = |ip, address, addr: &str| with(ip, address).address(addr).domain;
+        use AddressPrivacy as A;
+        use IpPrivacy as I;
+        for address in [A::Full, A::Domain, A::Hmac] {
+            assert_eq!(
+                domain(I::Truncated, address, "x@[203.0.113.77]").as_deref(),
+                Some("[203.0.113.0/24]")
+            );
+            assert_eq!(
+                domain(I::Truncated, address, "x@[IPv6:2001:DB8::1]").as_deref(),
+                Some("[2001:db8::/48]")
+            );
+            assert_eq!(
+                domain(I::Full, address, "x@203.0.113.77").as_deref(),
+                Some("[203.0.113.77]")
+            );
+            assert_eq!(domain(I::Omit, address, "x@[203.0.113.77]"), None);
+            assert_eq!(domain(I::Truncated, address, "x@[tag:secret]"), None);
+            assert_eq!(
+                domain(I::Omit, address, "x@Example.org").as_deref(),
+                Some("example.org")
+            );
+        }
+        let h = with(IpPrivacy::Hmac, AddressPrivacy::Hmac);
+        let view = h.address("x@[203.0.113.77]");
+        assert_eq!(
+            view.domain,
+            Some(format!(
+                "[{}]",
+                h.ip("203.0.113.77".parse().unwrap()).unwrap()
+            ))
+        );
+        assert!(!view.address.unwrap().contains("203.0.113"));
+        assert_eq!(
+            with(IpPrivacy::Truncated, AddressPrivacy::Domain).address_for_log("x@[203.0.113.77]"),
+            "[203.0.113.0/24]"
+        );
     }
 }

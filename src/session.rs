@@ -9,7 +9,7 @@ use crate::{
     classify::{classify, Classification, Direction},
     config::{Config, Durability, OnError},
     event::{Event, Outcome, Parts},
-    facts::{unbracket, ConnectionFacts, MessageFacts, Recipient, WatchedHeaders},
+    facts::{unbracket, ConnectionFacts, Escaped, MessageFacts, Recipient, WatchedHeaders},
     ip,
     keys::Secrets,
     metrics::{self, DAEMON},
@@ -180,7 +180,7 @@ impl Session {
         };
         debug!(
             client = %self.snapshot.pseudonymiser.ip_for_log(client_ip),
-            daemon = self.conn.daemon_name.as_deref().unwrap_or("-"),
+            daemon = %Escaped(self.conn.daemon_name.as_deref().unwrap_or("-")),
             "connect"
         );
         self.next(ProtoOpts::NOREPLY_CONNECT)
@@ -279,7 +279,8 @@ impl Session {
             config,
             snapshot.secrets.aead.as_deref(),
         );
-        let qid = msg.queue_id.clone().unwrap_or_else(|| "-".into());
+        // Escaped once for every line that names it: the MTA's queue id is wire data.
+        let qid = Escaped(msg.queue_id.as_deref().unwrap_or("-")).to_string();
         let labels = rules::labels(&actions);
         for label in &labels {
             DAEMON
@@ -374,7 +375,7 @@ impl Session {
                 Outcome::Aborted
             };
         info!(
-            queue_id = msg.queue_id.as_deref().unwrap_or("-"),
+            queue_id = %Escaped(msg.queue_id.as_deref().unwrap_or("-")),
             client = %self.snapshot.pseudonymiser.ip_for_log(self.conn.client_ip),
             outcome = if outcome == Outcome::Rejected { "rejected" } else { "aborted" },
             "message not completed"

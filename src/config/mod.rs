@@ -9,6 +9,7 @@
 //! - [`summary`]: what `check-config` prints;
 //! - [`reload`]: what a SIGHUP may change and what needs a restart.
 
+mod conninfo;
 mod load;
 mod model;
 pub mod reload;
@@ -112,10 +113,49 @@ impl Config {
     }
 }
 
+/// Largest local domain file read: about 800,000 domains.
+const MAX_DOMAIN_FILE: u64 = 16 << 20;
+/// Largest CA file read: some hundred PEM certificates, more than a system's whole store.
+const MAX_CA_FILE: u64 = 1 << 20;
+
+/// The bytes of `path`, which must be a regular file of at most `max` bytes: a device, a FIFO
+/// or a huge file named by mistake would be read without end.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let describe = |max: u64| match max {
+        m if m % (1 << 20) == 0 => format!("{} MiB", m >> 20),
+        m => format!("{m} bytes"),
+    };
+    let io_error = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = fs::File::open(path).map_err(io_error)?;
+    let md = file.metadata().map_err(io_error)?;
+    if !md.is_file() {
+        return Err(format!(
+            "{} is not a regular file; name a file of at most {}",
+            path.display(),
+            describe(max)
+        ));
+    }
+    let mut bytes = Vec::new();
+    // Bounded even if the file grows meanwhile.
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "{} is larger than {}, more than such a file can sensibly hold",
+            path.display(),
+            describe(max)
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Reads one domain per line; blank lines and `#` comments are skipped.
 fn read_domain_file(path: &Path) -> Result<Vec<Domain>, String> {
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = read_bounded(path, MAX_DOMAIN_FILE)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("{} is not UTF-8 text: {e}", path.display()))?;
     text.lines()
         .enumerate()
         .map(|(n, line)| (n, line.split('#').next().unwrap_or("").trim()))
@@ -129,8 +169,9 @@ fn read_domain_file(path: &Path) -> Result<Vec<Domain>, String> {
 
 /// The CA certificates in a PEM file, or what is wrong with it.
 fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let pem = read_bounded(path, MAX_CA_FILE)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate in it", path.display()));

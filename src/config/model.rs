@@ -280,28 +280,11 @@ impl PostgresConfig {
     }
 }
 
-/// `url` with its password replaced by `***`.
+/// `url` with its password replaced by `***`: the one place where a PostgreSQL connection
+/// string is made fit to show (summaries, log lines, command errors). Every form libpq takes
+/// is parsed (see `conninfo`); everything but the password stays readable.
 pub fn redacted(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let start = scheme_end + 3;
-        let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-        if let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) {
-            if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
-                return format!("{}***{}", &url[..=colon], &url[at..]);
-            }
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    super::conninfo::redact(url)
 }
 
 impl Default for PostgresConfig {
@@ -523,27 +506,6 @@ impl Default for Retention {
             purge_interval: Period(std::time::Duration::from_secs(3600)),
             mta_logs: days(7),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redacted("postgresql://pm:s3cret@db.example.org:5432/privacy"),
-            "postgresql://pm:***@db.example.org:5432/privacy"
-        );
-        assert_eq!(
-            redacted("postgresql://pm@db.example.org/privacy"),
-            "postgresql://pm@db.example.org/privacy"
-        );
-        assert_eq!(
-            redacted("host=db user=pm password=s3cret dbname=privacy"),
-            "host=db user=pm password=*** dbname=privacy"
-        );
     }
 }
 

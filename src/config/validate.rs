@@ -1,7 +1,34 @@
 //! Checks of the settings alone: ranges, and keys that must agree with each other. No I/O:
 //! what the settings name (files, groups, keys) is read by [`super::Config::resolve`].
 
-use super::{KeyProblem, Settings, SinkKind};
+use super::{values::Period, KeyProblem, Settings, SinkKind};
+use std::time::Duration;
+
+/// Most events that may wait in the async queue. Each holds its memory while it waits, and
+/// tokio's semaphore, which counts the places, holds at most 2^61 of them (it panics beyond).
+pub const MAX_QUEUE_SIZE: usize = 1_000_000;
+/// Most PostgreSQL connections: the writer uses few at once, and PostgreSQL's own default
+/// `max_connections` is 100.
+pub const MAX_POOL_SIZE: usize = 100;
+/// Longest connection attempt: mail waits for the writer while it connects, and the kernel's
+/// TCP_USER_TIMEOUT, set to three times this, takes at most 2^31-1 ms (24.8 days).
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest statement_timeout: PostgreSQL takes at most 2^31-1 ms (24.8 days), and refuses
+/// every connection that asks for more.
+pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_secs(24 * 86400);
+/// Longest purge interval: an expired event outlives its retention by up to this much.
+pub const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(86400);
+
+/// `period` is at most `max`, or says so.
+fn at_most(key: &'static str, period: Period, max: Duration) -> Result<(), KeyProblem> {
+    if period.0 > max {
+        return Err((
+            key,
+            format!("{period} is too long: at most {}", Period(max)),
+        ));
+    }
+    Ok(())
+}
 
 /// The most descriptors a Linux process can have by default (`fs.nr_open`): more connections
 /// could never be open at once.
@@ -49,6 +76,18 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
         ));
     }
     let sinks = &s.events.sinks;
+    // Each sink would get every event once per mention.
+    for (i, sink) in sinks.iter().enumerate() {
+        if sinks[..i].contains(sink) {
+            return Err((
+                "events.sinks",
+                format!(
+                    "\"{}\" is named twice; name each sink once",
+                    super::name(sink)
+                ),
+            ));
+        }
+    }
     if s.events.enabled && sinks.is_empty() {
         return Err((
             "events.sinks",
@@ -79,11 +118,20 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
         if let Err(e) = pg.url.parse::<postgres::Config>() {
             return Err((
                 "events.postgres.url",
-                format!("is not a PostgreSQL connection URL: {e}"),
+                format!(
+                    "is not a PostgreSQL connection URL: {}",
+                    super::conninfo::parse_error(&pg.url, &e)
+                ),
             ));
         }
         if pg.pool_size == 0 {
             return Err(("events.postgres.pool_size", "must be at least 1".into()));
+        }
+        if pg.pool_size > MAX_POOL_SIZE {
+            return Err((
+                "events.postgres.pool_size",
+                format!("{} is too many: at most {MAX_POOL_SIZE}", pg.pool_size),
+            ));
         }
         if pg.connect_timeout.0.is_zero() {
             return Err((
@@ -91,6 +139,16 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
                 "must be longer than 0s".into(),
             ));
         }
+        at_most(
+            "events.postgres.connect_timeout",
+            pg.connect_timeout,
+            MAX_CONNECT_TIMEOUT,
+        )?;
+        at_most(
+            "events.postgres.statement_timeout",
+            pg.statement_timeout,
+            MAX_STATEMENT_TIMEOUT,
+        )?;
         if pg.spool.as_os_str().is_empty() {
             return Err((
                 "events.postgres.spool",
@@ -101,9 +159,23 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
     if s.events.queue_size == 0 {
         return Err(("events.queue_size", "must be at least 1".into()));
     }
+    if s.events.queue_size > MAX_QUEUE_SIZE {
+        return Err((
+            "events.queue_size",
+            format!(
+                "{} is too many: at most {MAX_QUEUE_SIZE}",
+                s.events.queue_size
+            ),
+        ));
+    }
     if s.retention.purge_interval.0.is_zero() {
         return Err(("retention.purge_interval", "must be longer than 0s".into()));
     }
+    at_most(
+        "retention.purge_interval",
+        s.retention.purge_interval,
+        MAX_PURGE_INTERVAL,
+    )?;
     for (key, value) in [
         ("metrics.listen", &s.metrics.listen),
         ("metrics.track_listen", &s.metrics.track_listen),

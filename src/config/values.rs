@@ -292,6 +292,119 @@ impl From<Domain> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What an operator could write: any text, and text close to each syntax.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC*",
+            "(unix|local|inet|inet6|tcp):[0-9a-z:/@.\\[\\]]{0,30}",
+            "[0-9a-f:./]{0,45}",
+            "[0-9]{0,25}[smhdx]?",
+            "[ -~]{0,70}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn sockets_never_panic_and_round_trip(s in text()) {
+            if let Ok(spec) = s.parse::<SocketSpec>() {
+                prop_assert_eq!(spec.to_string().parse::<SocketSpec>(), Ok(spec));
+            }
+        }
+
+        #[test]
+        fn written_sockets_parse(
+            path in "/[a-z0-9._/-]{0,30}",
+            v4 in any::<Ipv4Addr>(),
+            v6 in any::<Ipv6Addr>(),
+            port in any::<u16>(),
+        ) {
+            for written in [
+                format!("unix:{path}"),
+                format!("local:{path}"),
+                format!("inet:{port}@{v4}"),
+                format!("inet6:{port}@[{v6}]"),
+            ] {
+                let spec = written.parse::<SocketSpec>();
+                prop_assert!(spec.is_ok(), "{}: {:?}", written, spec);
+            }
+            // The wrong family is refused.
+            let (wrong4, wrong6) = (format!("inet:{port}@{v6}"), format!("inet6:{port}@[{v4}]"));
+            prop_assert!(wrong4.parse::<SocketSpec>().is_err());
+            prop_assert!(wrong6.parse::<SocketSpec>().is_err());
+        }
+
+        #[test]
+        fn networks_never_panic_and_round_trip(s in text()) {
+            if let Ok(net) = Network::try_from(s) {
+                prop_assert_eq!(Network::try_from(String::from(net)), Ok(net));
+            }
+        }
+
+        #[test]
+        fn prefixes_beyond_the_address_are_refused(ip in any::<IpAddr>(), prefix in 0u16..300) {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let parsed = Network::try_from(format!("{ip}/{prefix}"));
+            prop_assert_eq!(parsed.is_ok(), prefix <= max, "{:?}", parsed);
+        }
+
+        #[test]
+        fn header_names_are_printable_ascii_without_colon(s in text()) {
+            let valid = (1..=64).contains(&s.len())
+                && s.chars().all(|c| c.is_ascii_graphic() && c != ':');
+            let parsed = HeaderName::try_from(s.clone());
+            prop_assert_eq!(parsed.is_ok(), valid, "{:?}: {:?}", s, parsed);
+            if let Ok(h) = parsed {
+                prop_assert_eq!(String::from(h), s);
+            }
+        }
+
+        #[test]
+        fn periods_never_panic_and_round_trip(s in text()) {
+            if let Ok(p) = Period::try_from(s) {
+                prop_assert!(p.0.as_secs() <= 100 * 365 * 86400);
+                prop_assert_eq!(Period::try_from(p.to_string()), Ok(p));
+            }
+        }
+
+        #[test]
+        fn periods_are_a_number_and_a_unit(n in 0u64..100_000_000, unit in "[smhd]") {
+            let seconds = match unit.as_str() { "s" => 1, "m" => 60, "h" => 3600, _ => 86400 };
+            let parsed = Period::try_from(format!("{n}{unit}")).map(|p| p.0.as_secs());
+            if n * seconds <= 100 * 365 * 86400 {
+                prop_assert_eq!(parsed, Ok(n * seconds));
+            } else {
+                prop_assert!(parsed.is_err());
+            }
+        }
+
+        #[test]
+        fn modes_are_octal_up_to_0777(s in prop_oneof!["[0-9]{1,5}".boxed(), text().boxed()]) {
+            let expected = u32::from_str_radix(s.trim(), 8).ok().filter(|m| *m <= 0o777);
+            let parsed = FileMode::try_from(s.clone());
+            prop_assert_eq!(parsed.as_ref().ok().map(|m| m.0), expected, "{:?}", s);
+            if let Ok(m) = parsed {
+                prop_assert_eq!(FileMode::try_from(String::from(m)), Ok(m));
+            }
+        }
+
+        #[test]
+        fn domains_never_panic_and_round_trip(s in text()) {
+            if let Ok(d) = Domain::try_from(s) {
+                prop_assert!(!d.as_str().is_empty() && d.as_str().len() <= 253);
+                prop_assert_eq!(d.as_str(), d.as_str().to_ascii_lowercase());
+                prop_assert_eq!(Domain::try_from(String::from(d.clone())), Ok(d));
+            }
+        }
+
+        #[test]
+        fn domain_names_are_accepted(labels in prop::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?", 1..5)) {
+            let name = labels.join(".");
+            let parsed = Domain::try_from(format!("{name}."));
+            prop_assert_eq!(parsed.map(String::from), Ok(name.to_ascii_lowercase()));
+        }
+    }
 
     #[test]
     fn sockets() {
