@@ -62,6 +62,22 @@ pub fn init(log: &Log) -> Result<(), String> {
     Ok(())
 }
 
+/// An error with each of its causes that its own text does not already say
+/// (`error performing TLS handshake: invalid peer certificate: UnknownIssuer`): a library's
+/// own message alone rarely says what to fix.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Writes a command's error to stderr as `privacy-milter: MESSAGE`. When stderr is the journal
 /// (a unit's ExecStart), every line of it is at priority err, like the daemon's own errors.
 pub fn report_error(message: &str) {

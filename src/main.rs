@@ -170,16 +170,17 @@ impl Cli {
 /// Prints an error and each of its causes (those its own text does not already say) as the
 /// one line `privacy-milter: ERROR: CAUSE: ...`, or, for a configuration error, its lines.
 fn report(error: &dyn std::error::Error) {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    privacy_milter::report_error(&text);
+    privacy_milter::report_error(&privacy_milter::error_chain(error));
+}
+
+/// The runtime of a long-running command: one thread (see `Command::Run`); `None`, with the
+/// error logged, if it cannot be made.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| error!("cannot start the runtime: {e}"))
+        .ok()
 }
 
 /// A command's output, or its error reported.
@@ -275,15 +276,8 @@ fn main() -> ExitCode {
             // between waits, and on one thread no wake-up crosses between threads (measured:
             // 0.36-0.46 ms of CPU per message behind Postfix against 0.65-0.82 with a worker
             // pool; docs/performance.md). Events are written on a thread of their own.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    error!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -328,15 +322,8 @@ fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
         Arc,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let signals = (
@@ -373,18 +360,7 @@ fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
         if let Some(endpoint) = endpoint {
             endpoint.abort();
         }
-        counts.map_err(|e| {
-                let mut text = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    let more = c.to_string();
-                    if !text.contains(&more) {
-                        text = format!("{text}: {more}");
-                    }
-                    cause = c.source();
-                }
-                text
-            })
+        counts.map_err(|e| privacy_milter::error_chain(&e))
     });
     match result {
         Ok(counts) => {

@@ -349,47 +349,55 @@ pub struct Stats {
     pub next_expiry: Option<String>,
 }
 
-/// Opens the stores `events.sinks` names, for the writer; fails at once if one cannot be
-/// opened.
-pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Store>>> {
-    if !config.events.enabled {
-        return Ok(Vec::new());
-    }
+/// Who opens the stores: the writer (ledgers with their writer's machinery: WAL keeper,
+/// spool) or `privacy-milter track` (ledgers as the commands open them; the daemon's are the
+/// writer's).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    Writer,
+    Tracker,
+}
+
+/// Opens the stores `events.sinks` names; fails at once if one cannot be opened.
+fn open_stores(config: &Config, by: Opener) -> Result<Vec<Box<dyn Store>>> {
     config
         .events
         .sinks
         .iter()
         .map(|kind| -> Result<Box<dyn Store>> {
-            Ok(match kind {
-                SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
-                SinkKind::Ledger => {
+            Ok(match (kind, by) {
+                (SinkKind::Jsonl, _) => {
+                    Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?)
+                }
+                (SinkKind::Ledger, Opener::Writer) => {
                     Box::new(sqlite::SqliteStore::for_writer(&config.events.ledger)?)
                 }
-                SinkKind::Postgres => Box::new(postgres::PgStore::for_writer(config)?),
-                SinkKind::Log => Box::new(log::LogSink),
+                (SinkKind::Ledger, Opener::Tracker) => Box::new(sqlite::SqliteStore::for_tracker(
+                    &config.events.ledger.path,
+                )?),
+                (SinkKind::Postgres, Opener::Writer) => {
+                    Box::new(postgres::PgStore::for_writer(config)?)
+                }
+                (SinkKind::Postgres, Opener::Tracker) => {
+                    Box::new(postgres::PgStore::connect(config)?)
+                }
+                (SinkKind::Log, _) => Box::new(log::LogSink),
             })
         })
         .collect()
 }
 
-/// Opens the stores `events.sinks` names for `privacy-milter track`: the ledgers as the
-/// commands do (no spool, no WAL keeper: the daemon's), the streams to append to.
+/// Opens the stores `events.sinks` names, for the writer.
+pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Store>>> {
+    if !config.events.enabled {
+        return Ok(Vec::new());
+    }
+    open_stores(config, Opener::Writer)
+}
+
+/// Opens the stores `events.sinks` names for `privacy-milter track`.
 pub fn open_trackers(config: &Config) -> Result<Vec<Box<dyn Store>>> {
-    config
-        .events
-        .sinks
-        .iter()
-        .map(|kind| -> Result<Box<dyn Store>> {
-            Ok(match kind {
-                SinkKind::Jsonl => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
-                SinkKind::Ledger => Box::new(sqlite::SqliteStore::for_tracker(
-                    &config.events.ledger.path,
-                )?),
-                SinkKind::Postgres => Box::new(postgres::PgStore::connect(config)?),
-                SinkKind::Log => Box::new(log::LogSink),
-            })
-        })
-        .collect()
+    open_stores(config, Opener::Tracker)
 }
 
 /// Whether the ledger is the PostgreSQL one: sink `postgres` without sink `ledger`.

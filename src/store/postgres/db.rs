@@ -134,21 +134,6 @@ struct PoolState {
     busy: usize,
 }
 
-/// An error with what caused it ("error performing TLS handshake: invalid peer certificate:
-/// UnknownIssuer"): the library's own message alone rarely says what to fix.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// A TLS connector that verifies the server against `ca_roots` (`events.postgres.ca_file`),
 /// or the system's CA store when there are none.
 fn tls_connector(ca_roots: &[CertificateDer<'static>]) -> Result<MakeRustlsConnect> {
@@ -251,7 +236,7 @@ impl Pool {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
         }
-        .map_err(|e| StoreError::Connect(with_causes(&e)))?;
+        .map_err(|e| StoreError::Connect(crate::logging::chain(&e)))?;
         if !self.migrated.load(Ordering::Acquire) {
             migrate(&mut client)?;
             self.migrated.store(true, Ordering::Release);
