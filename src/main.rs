@@ -365,8 +365,8 @@ fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
     match result {
         Ok(counts) => {
             info!(
-                "stopped: {} log lines read, {} deliveries recorded, {} lines not understood",
-                counts.lines, counts.deliveries, counts.not_understood
+                "stopped: {} log lines read, {} deliveries recorded, {} lines about messages without a transit record, {} lines not understood",
+                counts.lines, counts.deliveries, counts.unmatched, counts.not_understood
             );
             ExitCode::SUCCESS
         }

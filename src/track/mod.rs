@@ -303,13 +303,14 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
     };
     info!(
         target: TARGET,
-        "tracking {} mail from {}{}",
+        "tracking {} mail from {}{}, for the events of {}",
         crate::config::name(&t.mta),
         match t.source {
             LogSource::File => t.path.display().to_string(),
             LogSource::Journald => "the journal".to_string(),
         },
-        if once { " (once)" } else { "" }
+        if once { " (once)" } else { "" },
+        tracker.hosts.join(", ")
     );
     let mut next_queue_check = Instant::now();
     loop {
@@ -372,8 +373,12 @@ fn host_names(config: &Config) -> Vec<String> {
         .into_iter()
         .collect();
     if config.tracking.mta == Mta::Postfix {
-        if let Some(name) = queue::postconf(config, "myhostname") {
-            names.push(name);
+        match queue::postconf(config, "myhostname") {
+            Some(name) => names.push(name),
+            None => warn!(
+                target: TARGET,
+                "postconf -h myhostname gave no answer: events whose host is Postfix's myhostname may not be found"
+            ),
         }
     }
     names.sort();
