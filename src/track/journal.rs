@@ -10,6 +10,11 @@
 //!   after it (`--after-cursor`). Without a cursor the reader starts at the oldest entry the
 //!   journal still holds (`--no-tail`): a first run reads the history journald kept rather than
 //!   missing what was logged before it started.
+//! - Every boot: `--follow` alone implies `--boot` (the current boot, or for a journal file the
+//!   last boot it holds), so a tracker started after a reboot would skip what the previous boot
+//!   logged after its cursor, and in a container whose boot id journalctl misreads it would read
+//!   nothing. `--merge` lifts that; as it also opens other machines' journals, the system
+//!   journal is matched to this machine's id (see [`machine_match`]).
 //! - `follow = true`: one `journalctl --follow` child whose stdout is read by a thread over a
 //!   channel, so `poll` can time out. If the child dies it is started again after the last entry
 //!   read (at most once a second).
@@ -138,6 +143,7 @@ impl JournalReader {
             "--no-pager",
             "--quiet",
             "--no-tail",
+            "--merge",
         ]);
         if self.follow {
             cmd.arg("--follow");
@@ -328,6 +334,19 @@ fn collect_stderr(stderr: Option<ChildStderr>) -> thread::JoinHandle<String> {
         }
         s
     })
+}
+
+/// The match that keeps the system journal to this machine's entries (`_MACHINE_ID=`, from
+/// /etc/machine-id), needed with `--merge`; None when the id cannot be read.
+pub fn machine_match() -> Option<String> {
+    machine_match_in(std::path::Path::new("/etc/machine-id"))
+}
+
+fn machine_match_in(path: &std::path::Path) -> Option<String> {
+    let id = std::fs::read_to_string(path).ok()?;
+    let id = id.trim();
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("_MACHINE_ID={}", id.to_ascii_lowercase()))
 }
 
 /// Whether `SYSLOG_IDENTIFIER` names Postfix (any instance or service name) or Sendmail.
@@ -801,14 +820,16 @@ not json at all
                 "--no-pager",
                 "--quiet",
                 "--no-tail",
+                "--merge",
                 "--follow",
                 "--after-cursor=s=abc;i=5",
                 "--file=/j",
                 "SYSLOG_FACILITY=2"
             ]
         );
-        let r = JournalReader::new(None, false, Vec::new());
+        let r = JournalReader::new(None, false, vec!["_MACHINE_ID=ab".into()]);
         let a = args(&r);
+        assert!(a.iter().any(|a| a == "--merge") && a.iter().any(|a| a == "_MACHINE_ID=ab"));
         assert!(!a
             .iter()
             .any(|a| a == "--follow" || a.starts_with("--after-cursor")));
@@ -837,5 +858,65 @@ not json at all
         ] {
             assert!(!is_mail_ident(ident), "{ident}");
         }
+    }
+
+    /// `--follow` alone reads only the last boot: the end of the previous one, logged after the
+    /// cursor and before a reboot, would never be read.
+    #[test]
+    fn follow_reads_every_boot_from_the_cursor() {
+        let Some(remote) = journal_remote() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("boots.journal");
+        let boot = |mut e: Fields, id: &[u8]| {
+            for (name, value) in &mut e {
+                if *name == "_BOOT_ID" {
+                    *value = id.to_vec();
+                }
+            }
+            e
+        };
+        let before = b"0123456789abcdef0123456789abcdef";
+        let after = b"fedcba9876543210fedcba9876543210";
+        write_journal(
+            &remote,
+            &file,
+            &[
+                boot(entry(0, "postfix/smtp", "2", b"old 1"), before),
+                boot(entry(1, "postfix/qmgr", "2", b"old 2"), before),
+                boot(entry(2, "postfix/qmgr", "2", b"old 3"), before),
+                boot(entry(3, "postfix/smtp", "2", b"new 1"), after),
+            ],
+        );
+        let args = vec![format!("--file={}", file.display())];
+        let mut r = JournalReader::new(None, true, args.clone());
+        let all = collect(&mut r, 4, Duration::from_secs(20));
+        assert_eq!(messages(&all), ["old 1", "old 2", "old 3", "new 1"]);
+
+        let mut resumed = JournalReader::new(Some(all[0].cursor.clone()), true, args);
+        let rest = collect(&mut resumed, 3, Duration::from_secs(20));
+        assert_eq!(messages(&rest), ["old 2", "old 3", "new 1"]);
+    }
+
+    #[test]
+    fn the_system_journal_is_matched_to_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("machine-id");
+        std::fs::write(&id, "3D1219C7C4C5404AAA1F6D2A48ADFDA4\n").unwrap();
+        assert_eq!(
+            machine_match_in(&id).as_deref(),
+            Some("_MACHINE_ID=3d1219c7c4c5404aaa1f6d2a48adfda4")
+        );
+        for bad in [
+            "",
+            "uninitialized\n",
+            "3d1219c7c4c5404aaa1f6d2a48adfda",
+            "3d1219c7c4c5404aaa1f6d2a48adfdaz",
+        ] {
+            std::fs::write(&id, bad).unwrap();
+            assert_eq!(machine_match_in(&id), None, "{bad:?}");
+        }
+        assert_eq!(machine_match_in(&dir.path().join("absent")), None);
     }
 }

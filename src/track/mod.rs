@@ -195,7 +195,13 @@ fn journal_args(path: &Path) -> Vec<String> {
     } else if path.extension().is_some_and(|e| e == "journal") {
         vec![format!("--file={}", path.display())]
     } else {
-        Vec::new()
+        match journal::machine_match() {
+            Some(m) => vec![m],
+            None => {
+                warn!(target: TARGET, "/etc/machine-id unreadable: lines of other machines' journals kept on this host may be read too");
+                Vec::new()
+            }
+        }
     }
 }
 
