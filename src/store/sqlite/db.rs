@@ -846,24 +846,26 @@ mod tests {
             statements.push(Db::matching_sql(filter).0);
         }
         for sql in statements {
-            let mut stmt = ledger
-                .conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap();
-            let plan: Vec<String> = stmt
-                .query_map(
-                    rusqlite::params_from_iter(std::iter::repeat_n("x", stmt.parameter_count())),
-                    |r| r.get(3),
-                )
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            assert!(
-                plan.iter().any(|step| step.starts_with("SEARCH"))
-                    && !plan.iter().any(|step| step.starts_with("SCAN")),
-                "{sql}\n{plan:#?}"
-            );
+            assert_searches(&ledger.conn, &sql);
         }
+    }
+
+    /// Asserts that SQLite's plan for `sql` searches an index and scans no table.
+    pub(super) fn assert_searches(conn: &Connection, sql: &str) {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(
+                rusqlite::params_from_iter(std::iter::repeat_n("x", stmt.parameter_count())),
+                |r| r.get(3),
+            )
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.starts_with("SEARCH"))
+                && !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{sql}\n{plan:#?}"
+        );
     }
 
     /// Without shared memory (here SQLite's `unix-none` VFS) SQLite silently keeps its

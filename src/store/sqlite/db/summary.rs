@@ -99,23 +99,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Db::open(&dir.path().join("ledger.sqlite")).unwrap();
         for sql in [EXPIRING_SQL, RECORDED_SQL, OVERDUE_SQL, TRANSIT_TIMES_SQL] {
-            let mut stmt = ledger
-                .conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap();
-            let plan: Vec<String> = stmt
-                .query_map(
-                    params_from_iter(std::iter::repeat_n("x", stmt.parameter_count())),
-                    |r| r.get(3),
-                )
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            assert!(
-                plan.iter().any(|step| step.starts_with("SEARCH"))
-                    && !plan.iter().any(|step| step.starts_with("SCAN")),
-                "{sql}\n{plan:#?}"
-            );
+            super::super::tests::assert_searches(&ledger.conn, sql);
         }
     }
 
