@@ -249,6 +249,9 @@ impl Pool {
 fn migrate(client: &mut Client) -> Result<()> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // Not "relation already exists, skipping" at each start: the server's notices reach the
+    // log at info level.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let version: i32 = tx
         .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?
