@@ -10,6 +10,11 @@
 //!   batch: the least any durable group commit on this disk can cost, the floor for
 //!   `events.durability = "sync"`.
 //!
+//! `journal+ledger` is a measured sketch of a design not built (docs/performance.md): the
+//! reply waits only for the `append` of the event's line, and the ledger takes the same
+//! events behind it, as `ledger async` does (batches grow with the backlog); its events/s
+//! counts until the ledger has committed the last one too.
+//!
 //! `ledger sync` waits for each event to be committed, as end of message does with
 //! `events.durability = "sync"` (every commit fsynced: `events.ledger.synchronous = "full"`);
 //! `ledger normal` the same with `synchronous = "normal"` (commits reach the operating
@@ -83,16 +88,19 @@ enum Variant {
     LedgerSyncNoWindow,
     LedgerNormal,
     LedgerAsync,
+    /// `Append` on the reply's path, the ledger fed behind it (`durability = "async"`).
+    JournalLedger,
 }
 
 impl Variant {
-    const ALL: [Variant; 6] = [
+    const ALL: [Variant; 7] = [
         Variant::Handoff,
         Variant::Append,
         Variant::LedgerSync,
         Variant::LedgerSyncNoWindow,
         Variant::LedgerNormal,
         Variant::LedgerAsync,
+        Variant::JournalLedger,
     ];
 
     fn name(self) -> &'static str {
@@ -103,6 +111,7 @@ impl Variant {
             Variant::LedgerSyncNoWindow => "sync, no window",
             Variant::LedgerNormal => "ledger normal",
             Variant::LedgerAsync => "ledger async",
+            Variant::JournalLedger => "journal+ledger",
         }
     }
 
@@ -110,7 +119,7 @@ impl Variant {
         let mut config = Settings::default();
         config.events.sinks = match self {
             Variant::Handoff => Vec::new(),
-            Variant::Append => vec![SinkKind::Jsonl],
+            Variant::Append | Variant::JournalLedger => vec![SinkKind::Jsonl],
             Variant::LedgerSync
             | Variant::LedgerSyncNoWindow
             | Variant::LedgerNormal
@@ -135,6 +144,21 @@ impl Variant {
         };
         EventWriter::start_with(&config, window).expect("writer starts")
     }
+
+    /// The ledger behind the journal (`JournalLedger`): queued, not waited for.
+    fn behind(self, dir: &Path) -> Option<EventWriter> {
+        if self != Variant::JournalLedger {
+            return None;
+        }
+        let mut config = Settings::default();
+        config.events.sinks = vec![SinkKind::Ledger];
+        config.events.ledger.path = dir.join("ledger.sqlite");
+        config.events.durability = Durability::Async;
+        // The journal holds the backlog; the queue only has to take a 50 ms batch.
+        config.events.queue_size = 1_000_000;
+        let config = Config::resolve(config).expect("a valid configuration");
+        Some(EventWriter::start(&config).expect("writer starts"))
+    }
 }
 
 /// One measurement: events per second, and the wait per event in µs (p50, p99).
@@ -148,11 +172,34 @@ struct Run {
 async fn run(variant: Variant, sessions: usize, total: usize, pace: Option<Duration>) -> Run {
     let dir = tempfile::tempdir().expect("temporary directory");
     let writer = variant.writer(dir.path());
+    let behind = variant.behind(dir.path());
+    // The ledger behind the journal takes its events every 50 ms, in batches of hundreds:
+    // fewer pages and commits per event than one batch per flush.
+    let (feed, mut fed) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let feeder = behind.clone().map(|behind| {
+        tokio::spawn(async move {
+            let mut open = true;
+            while open {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                loop {
+                    match fed.try_recv() {
+                        Ok(e) => behind.enqueue(e).await,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(_) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    });
     let per_session = total / sessions;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..sessions {
         let writer = writer.clone();
+        let feed = behind.as_ref().map(|_| feed.clone());
         tasks.push(tokio::spawn(async move {
             let mut waits = Vec::with_capacity(per_session);
             let mut ticks = pace.map(|pace| {
@@ -168,6 +215,10 @@ async fn run(variant: Variant, sessions: usize, total: usize, pace: Option<Durat
                 let t = Instant::now();
                 if variant == Variant::LedgerAsync {
                     writer.enqueue(e).await;
+                } else if let Some(feed) = &feed {
+                    let n = (s * per_session + i) as u64;
+                    writer.commit(e).await.expect("written");
+                    feed.send(event(n)).expect("feeder runs");
                 } else {
                     writer.commit(e).await.expect("written");
                 }
@@ -185,9 +236,20 @@ async fn run(variant: Variant, sessions: usize, total: usize, pace: Option<Durat
         // once one more event, waited for, is.
         writer.commit(event(u64::MAX)).await.expect("written");
     }
+    drop(feed);
+    if let Some(feeder) = feeder {
+        feeder.await.expect("feeder");
+    }
+    if let Some(behind) = &behind {
+        // Counted once the ledger behind has the last event too.
+        behind.commit(event(u64::MAX)).await.expect("written");
+    }
     // Closing the sinks (a last checkpoint of the WAL) happens once per daemon, not per event.
     let elapsed = started.elapsed().as_secs_f64();
     writer.stop().await;
+    if let Some(behind) = behind {
+        behind.stop().await;
+    }
     waits.sort_by(f64::total_cmp);
     let pct = |p: f64| waits[((waits.len() as f64 * p) as usize).min(waits.len() - 1)];
     Run {
@@ -279,6 +341,7 @@ async fn bench() {
         Variant::LedgerSync,
         Variant::LedgerSyncNoWindow,
         Variant::LedgerNormal,
+        Variant::JournalLedger,
     ];
     let (sessions, pace) = (16, Duration::from_millis(5));
     let n = if smoke { 320 } else { 3_200 };
