@@ -505,6 +505,42 @@ mod tests {
         );
     }
 
+    /// A journal file written with systemd-journal-remote.
+    struct TestJournal {
+        remote: PathBuf,
+        file: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestJournal {
+        /// One of [`standard_entries`]; None where systemd-journal-remote or journalctl is
+        /// missing.
+        fn standard() -> Option<Self> {
+            Self::new(&standard_entries())
+        }
+
+        fn new(entries: &[Fields]) -> Option<Self> {
+            let remote = journal_remote()?;
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("test.journal");
+            write_journal(&remote, &file, entries);
+            Some(Self {
+                remote,
+                file,
+                _dir: dir,
+            })
+        }
+
+        fn append(&self, entries: &[Fields]) {
+            write_journal(&self.remote, &self.file, entries);
+        }
+
+        /// journalctl's arguments that read this file.
+        fn args(&self) -> Vec<String> {
+            vec![format!("--file={}", self.file.display())]
+        }
+    }
+
     /// Kept: 0, 2, 3, 6, 7, 9.
     fn standard_entries() -> Vec<Fields> {
         let mut e = vec![
@@ -539,13 +575,10 @@ mod tests {
 
     #[test]
     fn reads_only_mail_entries_from_a_real_journal() {
-        let Some(remote) = journal_remote() else {
+        let Some(journal) = TestJournal::standard() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("test.journal");
-        write_journal(&remote, &file, &standard_entries());
-        let mut r = JournalReader::new(None, false, vec![format!("--file={}", file.display())]);
+        let mut r = JournalReader::new(None, false, journal.args());
         let got = r.poll(100, Duration::ZERO).unwrap();
         assert_eq!(
             messages(&got),
@@ -583,13 +616,10 @@ mod tests {
 
     #[test]
     fn cursor_resumes_after_the_entry_none_twice() {
-        let Some(remote) = journal_remote() else {
+        let Some(journal) = TestJournal::standard() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("test.journal");
-        write_journal(&remote, &file, &standard_entries());
-        let args = vec![format!("--file={}", file.display())];
+        let args = journal.args();
         let mut r = JournalReader::new(None, false, args.clone());
         let first = r.poll(2, Duration::ZERO).unwrap();
         assert_eq!(messages(&first), ["m0 status=sent", "m2 removed"]);
@@ -602,14 +632,10 @@ mod tests {
         assert_eq!(again.poll(100, Duration::ZERO).unwrap(), rest);
         assert!(again.poll(100, Duration::ZERO).unwrap().is_empty());
 
-        write_journal(
-            &remote,
-            &file,
-            &[
-                entry(10, "postfix/smtp", "2", b"m10"),
-                entry(11, "cron", "2", b"m11"),
-            ],
-        );
+        journal.append(&[
+            entry(10, "postfix/smtp", "2", b"m10"),
+            entry(11, "cron", "2", b"m11"),
+        ]);
         assert_eq!(messages(&again.poll(100, Duration::ZERO).unwrap()), ["m10"]);
         assert_eq!(messages(&r.poll(100, Duration::ZERO).unwrap()), ["m10"]);
         let mut last = JournalReader::new(Some(rest[3].cursor.clone()), false, args);
@@ -618,13 +644,10 @@ mod tests {
 
     #[test]
     fn follow_waits_gets_new_entries_and_restarts_a_dead_child() {
-        let Some(remote) = journal_remote() else {
+        let Some(journal) = TestJournal::standard() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("test.journal");
-        write_journal(&remote, &file, &standard_entries());
-        let mut r = JournalReader::new(None, true, vec![format!("--file={}", file.display())]);
+        let mut r = JournalReader::new(None, true, journal.args());
         let mut all = collect(&mut r, 6, Duration::from_secs(20));
         assert_eq!(all.len(), 6);
 
@@ -637,28 +660,20 @@ mod tests {
         );
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
-        write_journal(
-            &remote,
-            &file,
-            &[
-                entry(10, "postfix/smtp", "2", b"f1"),
-                entry(11, "sshd", "2", b"f-sshd"),
-                entry(12, "postfix/smtp", "2", b"f2"),
-            ],
-        );
+        journal.append(&[
+            entry(10, "postfix/smtp", "2", b"f1"),
+            entry(11, "sshd", "2", b"f-sshd"),
+            entry(12, "postfix/smtp", "2", b"f2"),
+        ]);
         let got = collect(&mut r, 2, Duration::from_secs(20));
         assert_eq!(messages(&got), ["f1", "f2"]);
         all.extend(got);
 
         r.kill_child();
-        write_journal(
-            &remote,
-            &file,
-            &[
-                entry(13, "postfix/smtp", "2", b"f3"),
-                entry(14, "postfix/smtp", "2", b"f4"),
-            ],
-        );
+        journal.append(&[
+            entry(13, "postfix/smtp", "2", b"f3"),
+            entry(14, "postfix/smtp", "2", b"f4"),
+        ]);
         let got = collect(&mut r, 2, Duration::from_secs(20));
         assert_eq!(messages(&got), ["f3", "f4"]);
         all.extend(got);
@@ -864,11 +879,6 @@ not json at all
     /// cursor and before a reboot, would never be read.
     #[test]
     fn follow_reads_every_boot_from_the_cursor() {
-        let Some(remote) = journal_remote() else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("boots.journal");
         let boot = |mut e: Fields, id: &[u8]| {
             for (name, value) in &mut e {
                 if *name == "_BOOT_ID" {
@@ -879,17 +889,15 @@ not json at all
         };
         let before = b"0123456789abcdef0123456789abcdef";
         let after = b"fedcba9876543210fedcba9876543210";
-        write_journal(
-            &remote,
-            &file,
-            &[
-                boot(entry(0, "postfix/smtp", "2", b"old 1"), before),
-                boot(entry(1, "postfix/qmgr", "2", b"old 2"), before),
-                boot(entry(2, "postfix/qmgr", "2", b"old 3"), before),
-                boot(entry(3, "postfix/smtp", "2", b"new 1"), after),
-            ],
-        );
-        let args = vec![format!("--file={}", file.display())];
+        let Some(journal) = TestJournal::new(&[
+            boot(entry(0, "postfix/smtp", "2", b"old 1"), before),
+            boot(entry(1, "postfix/qmgr", "2", b"old 2"), before),
+            boot(entry(2, "postfix/qmgr", "2", b"old 3"), before),
+            boot(entry(3, "postfix/smtp", "2", b"new 1"), after),
+        ]) else {
+            return;
+        };
+        let args = journal.args();
         let mut r = JournalReader::new(None, true, args.clone());
         let all = collect(&mut r, 4, Duration::from_secs(20));
         assert_eq!(messages(&all), ["old 1", "old 2", "old 3", "new 1"]);
