@@ -795,6 +795,32 @@ mod tests {
         lines.iter().map(|l| l.text.clone()).collect()
     }
 
+    /// A temporary directory and the path of a log in it, not created yet.
+    fn mail_log() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.log");
+        (dir, path)
+    }
+
+    /// A follower of `path` from its first line, with nothing saved.
+    fn follow(path: &Path) -> FileFollower {
+        FileFollower::new(path.to_path_buf(), None, Start::Beginning)
+    }
+
+    /// The texts of the lines a poll returns.
+    fn read(f: &mut FileFollower) -> Vec<String> {
+        texts(&f.poll(100).unwrap())
+    }
+
+    fn truncate(path: &Path) {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+
     fn ino(path: &Path) -> u64 {
         fs::metadata(path).unwrap().ino()
     }
@@ -818,12 +844,7 @@ mod tests {
 
     fn copytruncate(path: &Path) {
         fs::copy(path, sibling(path, ".1")).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(path);
     }
 
     fn numbered(from: u32, to: u32) -> String {
@@ -836,10 +857,9 @@ mod tests {
 
     #[test]
     fn complete_lines_only_and_positions() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, "a\nbb\npart");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let got = f.poll(100).unwrap();
         assert_eq!(texts(&got), ["a", "bb"]);
         assert_eq!(got[0].after.offset, 2);
@@ -857,26 +877,24 @@ mod tests {
 
     #[test]
     fn max_limits_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 10));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert_eq!(texts(&f.poll(3).unwrap()), names(0, 3));
         assert_eq!(texts(&f.poll(4).unwrap()), names(3, 7));
-        assert_eq!(texts(&f.poll(100).unwrap()), names(7, 10));
+        assert_eq!(read(&mut f), names(7, 10));
         assert!(f.poll(0).unwrap().is_empty());
     }
 
     #[test]
     fn start_end_skips_what_is_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (dir, path) = mail_log();
         append(&path, "old1\nold2\npar");
         let mut f = FileFollower::new(path.clone(), None, Start::End);
         assert!(f.poll(100).unwrap().is_empty());
         assert_eq!(f.position().unwrap().offset, 10);
         append(&path, "t\nnew\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["part", "new"]);
+        assert_eq!(read(&mut f), ["part", "new"]);
 
         // A file that does not exist yet is read from its start once it appears.
         let later = dir.path().join("later.log");
@@ -884,14 +902,14 @@ mod tests {
         assert!(f.poll(100).unwrap().is_empty());
         assert_eq!(f.position(), None);
         append(&later, "first\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["first"]);
+        assert_eq!(read(&mut f), ["first"]);
     }
 
     #[test]
     fn missing_file_and_directory_are_not_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("mail.log");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert!(f.poll(100).unwrap().is_empty());
         // No directory to watch: wait falls back to sleeping the timeout.
         let t = Instant::now();
@@ -904,26 +922,25 @@ mod tests {
         fs::create_dir(dir.path().join("sub")).unwrap();
         assert!(f.poll(100).unwrap().is_empty());
         append(&path, "x\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["x"]);
+        assert_eq!(read(&mut f), ["x"]);
     }
 
     #[test]
     fn rename_create_finishes_the_old_file_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         let mut w = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .unwrap();
         w.write_all(b"l1\nl2\n").unwrap();
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
-        assert_eq!(texts(&f.poll(100).unwrap()), ["l1", "l2"]);
+        let mut f = follow(&path);
+        assert_eq!(read(&mut f), ["l1", "l2"]);
         let old_ino = ino(&path);
         fs::rename(&path, sibling(&path, ".1")).unwrap();
         // The writer has not reopened yet: it still writes to the renamed file.
         w.write_all(b"l3\n").unwrap();
-        assert_eq!(texts(&f.poll(100).unwrap()), ["l3"]);
+        assert_eq!(read(&mut f), ["l3"]);
         // logrotate `create`: an empty new file; the writer still on the old one.
         File::create(&path).unwrap();
         w.write_all(b"l4\n").unwrap();
@@ -944,16 +961,15 @@ mod tests {
         assert_eq!(got[2].after.ino, ino(&path));
         assert_eq!(got[2].after.offset, 3);
         append(&path, "n2\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["n2"]);
+        assert_eq!(read(&mut f), ["n2"]);
         assert_eq!(f.gaps(), 0);
     }
 
     #[test]
     fn rename_with_max_one_keeps_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 3));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert_eq!(texts(&f.poll(1).unwrap()), names(0, 1));
         fs::rename(&path, sibling(&path, ".1")).unwrap();
         append(&path, &numbered(3, 6));
@@ -966,10 +982,9 @@ mod tests {
 
     #[test]
     fn copytruncate_reads_unread_rest_from_the_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 5));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert_eq!(texts(&f.poll(3).unwrap()), names(0, 3));
         append(&path, &numbered(5, 6));
         copytruncate(&path);
@@ -986,11 +1001,10 @@ mod tests {
 
     #[test]
     fn copytruncate_refilled_past_offset_is_noticed_by_head() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, "a1\na2\na3\n");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
-        assert_eq!(texts(&f.poll(100).unwrap()), ["a1", "a2", "a3"]);
+        let mut f = follow(&path);
+        assert_eq!(read(&mut f), ["a1", "a2", "a3"]);
         append(&path, "a4\n");
         copytruncate(&path);
         // Refilled beyond our offset before we look: only the head tells.
@@ -1002,19 +1016,13 @@ mod tests {
 
     #[test]
     fn truncation_without_copy_restarts_at_zero_and_reports() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, "a1\na2\n");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert_eq!(f.poll(100).unwrap().len(), 2);
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(&path);
         append(&path, "b\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["b"]);
+        assert_eq!(read(&mut f), ["b"]);
         assert_eq!(f.gaps(), 1);
     }
 
@@ -1022,27 +1030,21 @@ mod tests {
     /// written before the copy and not read yet are read from the copy.
     #[test]
     fn copytruncate_race_loses_only_lines_between_copy_and_truncate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         let mut w = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .unwrap();
         w.write_all(numbered(0, 3).as_bytes()).unwrap();
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
-        assert_eq!(texts(&f.poll(100).unwrap()), names(0, 3));
+        let mut f = follow(&path);
+        assert_eq!(read(&mut f), names(0, 3));
         w.write_all(b"line 3\n").unwrap();
         fs::copy(&path, sibling(&path, ".1")).unwrap();
         w.write_all(b"line 4\n").unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        truncate(&path);
         w.write_all(b"line 5\n").unwrap();
-        assert_eq!(texts(&f.poll(100).unwrap()), ["line 3", "line 5"]);
+        assert_eq!(read(&mut f), ["line 3", "line 5"]);
         let both =
             fs::read_to_string(&path).unwrap() + &fs::read_to_string(sibling(&path, ".1")).unwrap();
         assert!(!both.contains("line 4"), "{both}");
@@ -1050,10 +1052,9 @@ mod tests {
 
     #[test]
     fn restart_on_the_same_file_resumes_at_the_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 5));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let got = f.poll(2).unwrap();
         let saved = got[1].after.clone();
         drop(f);
@@ -1061,16 +1062,15 @@ mod tests {
         let saved: Position =
             serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
         let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
-        assert_eq!(texts(&f.poll(100).unwrap()), names(2, 5));
+        assert_eq!(read(&mut f), names(2, 5));
         assert_eq!(f.gaps(), 0);
     }
 
     #[test]
     fn restart_after_copytruncate_finishes_the_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 5));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let saved = f.poll(2).unwrap()[1].after.clone();
         drop(f);
         copytruncate(&path);
@@ -1082,7 +1082,7 @@ mod tests {
         let mut want = names(2, 5);
         want.extend((0..5).map(|i| format!("new {i}")));
         want[3] = "new 0 is longer than before".into();
-        assert_eq!(texts(&f.poll(100).unwrap()), want);
+        assert_eq!(read(&mut f), want);
         assert_eq!(f.gaps(), 0);
 
         // Without the copy (compressed away): from 0, and a gap.
@@ -1102,7 +1102,7 @@ mod tests {
             append(&sibling(&path, ".2.gz"), "line 0\nline 1\nline 2\n");
             append(&sibling(&path, ".pos"), "line 0\nline 1\nline 2\n");
             append(&path, &numbered(0, 5));
-            let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+            let mut f = follow(&path);
             let saved = f.poll(2).unwrap()[1].after.clone();
             drop(f);
             fs::rename(&path, sibling(&path, suffix)).unwrap();
@@ -1110,17 +1110,16 @@ mod tests {
             let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
             let mut want = names(2, 5);
             want.extend(["n1".to_string(), "n2".to_string()]);
-            assert_eq!(texts(&f.poll(100).unwrap()), want, "{suffix}");
+            assert_eq!(read(&mut f), want, "{suffix}");
             assert_eq!(f.gaps(), 0, "{suffix}");
         }
     }
 
     #[test]
     fn restart_with_new_file_still_empty_keeps_following_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 3));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let saved = f.poll(100).unwrap()[2].after.clone();
         drop(f);
         fs::rename(&path, sibling(&path, ".1")).unwrap();
@@ -1129,34 +1128,32 @@ mod tests {
         assert!(f.poll(100).unwrap().is_empty());
         // The writer had not reopened yet.
         append(&sibling(&path, ".1"), "line 3\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["line 3"]);
+        assert_eq!(read(&mut f), ["line 3"]);
         append(&path, "line 4\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["line 4"]);
+        assert_eq!(read(&mut f), ["line 4"]);
         assert_eq!(f.gaps(), 0);
     }
 
     #[test]
     fn restart_with_saved_file_gone_reads_from_zero_and_reports() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, &numbered(0, 3));
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let saved = f.poll(100).unwrap()[2].after.clone();
         drop(f);
         fs::rename(&path, sibling(&path, ".1.gz")).unwrap();
         append(&path, "n1\n");
         let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
-        assert_eq!(texts(&f.poll(100).unwrap()), ["n1"]);
+        assert_eq!(read(&mut f), ["n1"]);
         assert_eq!(f.gaps(), 1);
     }
 
     #[test]
     fn two_unseen_rotations_skip_the_middle_generation_and_report() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, "a1\n");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
-        assert_eq!(texts(&f.poll(100).unwrap()), ["a1"]);
+        let mut f = follow(&path);
+        assert_eq!(read(&mut f), ["a1"]);
         append(&path, "a2\n");
         fs::rename(&path, sibling(&path, ".1")).unwrap();
         std::thread::sleep(Duration::from_millis(30));
@@ -1165,21 +1162,20 @@ mod tests {
         fs::rename(&path, sibling(&path, ".1")).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         append(&path, "c1\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["a2", "c1"]);
+        assert_eq!(read(&mut f), ["a2", "c1"]);
         assert_eq!(f.gaps(), 1);
     }
 
     #[test]
     fn long_lines_crlf_and_invalid_utf8() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         let big = "x".repeat(300 * 1024);
         let huge = "y".repeat(3 * MAX_LINE);
         let mut data = Vec::new();
         data.extend_from_slice(format!("{big}\n{huge}\ncrlf\r\n").as_bytes());
         data.extend_from_slice(b"bad \xff\xfe end\nlast\n");
         fs::write(&path, &data).unwrap();
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let got = f.poll(100).unwrap();
         assert_eq!(got.len(), 5);
         assert_eq!(got[0].text, big);
@@ -1197,10 +1193,9 @@ mod tests {
 
     #[test]
     fn file_without_newline_yet() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, "no newline yet");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert!(f.poll(100).unwrap().is_empty());
         let p = f.position().unwrap();
         assert_eq!((p.offset, p.head.clone()), (0, None));
@@ -1208,15 +1203,14 @@ mod tests {
         let mut f = FileFollower::new(path.clone(), Some(p), Start::End);
         assert!(f.poll(100).unwrap().is_empty());
         append(&path, "\n");
-        assert_eq!(texts(&f.poll(100).unwrap()), ["no newline yet"]);
+        assert_eq!(read(&mut f), ["no newline yet"]);
     }
 
     #[test]
     fn wait_wakes_on_append_and_times_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         append(&path, "a\n");
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         assert_eq!(f.poll(100).unwrap().len(), 1);
         // Our own reads must not wake it.
         let t = Instant::now();
@@ -1235,7 +1229,7 @@ mod tests {
         f.wait(Duration::from_secs(30));
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         writer.join().unwrap();
-        assert_eq!(texts(&f.poll(100).unwrap()), ["b"]);
+        assert_eq!(read(&mut f), ["b"]);
     }
 
     struct Lcg(u64);
@@ -1371,8 +1365,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
         use std::sync::Arc;
         const LINES: u32 = 30000;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mail.log");
+        let (_dir, path) = mail_log();
         File::create(&path).unwrap();
         let seen_upto = Arc::new(AtomicU32::new(0));
         let done = Arc::new(AtomicBool::new(false));
@@ -1420,7 +1413,7 @@ mod tests {
         };
         let mut rng = Lcg(11);
         let mut seen = vec![0u32; LINES as usize + 100];
-        let mut f = FileFollower::new(path.clone(), None, Start::Beginning);
+        let mut f = follow(&path);
         let mut saved = None;
         let mut gaps = 0;
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -1474,7 +1467,7 @@ mod tests {
             let path = dir.path().join("mail.log");
             let writer = Sim::open_writer(&path);
             let mut sim = Sim {
-                follower: FileFollower::new(path.clone(), None, Start::Beginning),
+                follower: follow(&path),
                 path,
                 rng: Lcg(seed),
                 writer,
