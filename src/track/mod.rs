@@ -137,14 +137,7 @@ impl Source {
                 .poll(BATCH)?
                 .into_iter()
                 .map(|line| {
-                    let p = &line.after;
-                    let key = line_key(&format!(
-                        "{}:{}:{}:{}",
-                        p.dev,
-                        p.ino,
-                        p.head.as_deref().unwrap_or(""),
-                        p.offset
-                    ));
+                    let key = file_line_key(&line.after);
                     Read {
                         text: line.text,
                         entry: None,
@@ -209,6 +202,17 @@ fn journal_args(path: &Path) -> Vec<String> {
 /// restart) gets the same key, and is recorded once.
 fn line_key(place: &str) -> String {
     hex::encode(&Sha256::digest(place.as_bytes())[..16])
+}
+
+/// The key of a file's line: the file's head and the offset after the line, not its inode, so
+/// that a line read again from a rotated copy (copytruncate: another inode, the same head) is
+/// the line already recorded.
+fn file_line_key(after: &follow::Position) -> String {
+    line_key(&format!(
+        "{}:{}",
+        after.head.as_deref().unwrap_or(""),
+        after.offset
+    ))
 }
 
 /// The tracker's working state.
@@ -641,5 +645,28 @@ impl Tracker<'_> {
             self.ledger().record_transit(&changed, &[])?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_read_again_from_a_copy_keeps_its_key() {
+        let at = |dev, ino, offset| follow::Position {
+            dev,
+            ino,
+            offset,
+            head: Some("ab".repeat(32)),
+        };
+        // copytruncate: the same bytes under another inode (and device).
+        assert_eq!(file_line_key(&at(1, 2, 100)), file_line_key(&at(3, 4, 100)));
+        assert_ne!(file_line_key(&at(1, 2, 100)), file_line_key(&at(1, 2, 101)));
+        let other_file = follow::Position {
+            head: Some("cd".repeat(32)),
+            ..at(1, 2, 100)
+        };
+        assert_ne!(file_line_key(&at(1, 2, 100)), file_line_key(&other_file));
     }
 }
