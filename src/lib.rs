@@ -4,7 +4,7 @@
 //! The modules follow the data flow, and depend only on those below them:
 //!
 //! ```text
-//! main.rs (the CLI)  ->  daemon / commands
+//! main.rs            ->  cli (the command line), daemon / commands
 //! daemon, track      ->  callbacks -> session        (one per milter connection)
 //! session            ->  classify, rules, event      (the pure core: facts in, edits out)
 //!                    ->  writer -> store             (group commit into SQLite, PostgreSQL,
@@ -26,6 +26,7 @@
 mod audit;
 mod callbacks;
 mod classify;
+pub mod cli;
 pub mod commands;
 mod config;
 mod daemon;

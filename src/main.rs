@@ -1,331 +1,132 @@
-//! The `privacy-milter` command: parse the command line, dispatch to the daemon
-//! ([`privacy_milter::run`], with logging, signals and the socket set up here) or to a
-//! command, and print any error, with its causes, in one place ([`report`]).
+//! The `privacy-milter` command: parse the command line ([`privacy_milter::cli`]), dispatch to
+//! the daemon ([`privacy_milter::run`], with logging, signals and the socket set up here) or to
+//! a command, and print any error, with its causes, in one place ([`main`]).
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use privacy_milter::{
-    commands::{
-        self,
-        ledger::{self as ledger_cmd, Format, Subject},
-    },
-    Listener, LogOverride, Overrides, Reload, Source,
+    cli::{Cli, Command, IpCommand, LedgerCommand},
+    commands::{self, ledger},
+    Config, Listener, Reload,
 };
 use sd_notify::NotifyState;
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
 };
 use tracing::{error, info};
 
-/// Milter that makes a mail privacy policy true: X-Originating-IP for our own senders,
-/// transit tagging, and one pseudonymised event per message.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, short = 'c', env = "PRIVACY_MILTER_CONFIG", default_value = privacy_milter::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Listen here instead of the configured socket (unix:/PATH, inet:PORT@HOST, inet6:PORT@[HOST]).
-    #[arg(long, global = true)]
-    socket: Option<String>,
-    /// Decide, log and record events, but change no header.
-    #[arg(long, global = true)]
-    dry_run: bool,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    #[command(subcommand)]
-    command: Option<Command>,
+/// Why the program exits with status 1, and where that is said.
+enum Failure {
+    /// Before logging is set up, or by a command: on standard error.
+    Said(String),
+    /// By the daemon or the tracker, once logging is set up: in their log.
+    Logged(String),
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Run the milter (the default).
-    Run,
-    /// Validate the configuration, print a summary of the effective rules, and exit.
-    CheckConfig,
-    /// Answer for what the ledger holds: query, erase, export, stats, purge.
-    #[command(subcommand)]
-    Ledger(LedgerCommand),
-    /// Open encrypted X-Originating-IP tokens (rules.originating_ip.mode = "encrypted").
-    #[command(subcommand)]
-    Ip(IpCommand),
-    /// Follow the MTA's log and queue, and record what became of the mail we pass on.
-    Track {
-        /// Read what the log holds now, check the queue once, and exit.
-        #[arg(long)]
-        once: bool,
-    },
-    /// Print the mail-privacy section of the privacy policy that this configuration makes true.
-    Policy {
-        /// markdown or html (an HTML fragment: one <section>).
-        #[arg(long, default_value = "markdown", value_parser = ["markdown", "html"])]
-        format: String,
-    },
-    /// Check this host against the policy: the MTA's logs, the ledger, the keys, transit mail,
-    /// the MTA and its socket, where data goes. Exit status 1 when a finding fails.
-    Audit {
-        /// text or json ({"findings": [{"check", "ok", "detail", "fix"}]}).
-        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-        format: String,
-    },
-    /// Write a self-contained HTML page: what the ledger holds and when it expires, events per
-    /// day, transit mail, the audit's findings and the policy text.
-    Report {
-        /// The HTML file to write.
-        #[arg(long, value_name = "FILE.html")]
-        output: PathBuf,
-    },
-    /// List transit messages: their state, how long they were held, their delivery attempts.
-    Transit {
-        /// Only those held at least this long (30s, 15m, 1h, 2d).
-        #[arg(long, value_name = "DURATION")]
-        held_longer_than: Option<String>,
-        /// Only those in these states (pending, deferred, acknowledged, removed, bounced,
-        /// expired, gone); repeat or separate with commas.
-        #[arg(long, value_delimiter = ',')]
-        state: Vec<String>,
-        /// table or json.
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum IpCommand {
-    /// Print the address inside a token and the id of the key that made it.
-    Decrypt {
-        /// The header value (enc:... with or without brackets) or the bare token.
-        token: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum LedgerCommand {
-    /// Delete every event whose retention period has passed.
-    Purge,
-    /// Show the events held about an address or an IP address.
-    Query {
-        #[command(flatten)]
-        subject: SubjectArgs,
-        /// table or json.
-        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-        format: String,
-    },
-    /// Delete the events held about an address or an IP address, and say how many.
-    Erase {
-        #[command(flatten)]
-        subject: SubjectArgs,
-    },
-    /// Write events (all, or those from --since until before --until) to standard output.
-    Export {
-        /// A date (2026-11-26) or an RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        /// jsonl or csv.
-        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
-        format: String,
-    },
-    /// Counts per retention class and direction, the oldest record and the next expiry.
-    Stats,
-}
-
-#[derive(clap::Args)]
-#[group(required = true, multiple = false)]
-struct SubjectArgs {
-    /// An e-mail address.
-    #[arg(long)]
-    address: Option<String>,
-    /// An IPv4 or IPv6 address.
-    #[arg(long)]
-    ip: Option<std::net::IpAddr>,
-}
-
-impl SubjectArgs {
-    fn subject(&self) -> Subject {
-        match (&self.address, self.ip) {
-            (Some(a), _) => Subject::Address(a.clone()),
-            (None, Some(ip)) => Subject::Ip(ip),
-            (None, None) => unreachable!("clap requires one"),
-        }
+impl Failure {
+    /// An error and each of its causes (those its own text does not already say).
+    fn of(error: &dyn std::error::Error) -> Self {
+        Self::Said(privacy_milter::error_chain(error))
     }
 }
 
-impl Cli {
-    fn source(&self) -> Source {
-        Source {
-            path: self.config.clone(),
-            overrides: Overrides {
-                socket: self.socket.clone(),
-                dry_run: self.dry_run.then_some(true),
-                log: self.log_level.clone().map(|level| LogOverride { level }),
-            },
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(Failure::Said(message)) => {
+            privacy_milter::report_error(&message);
+            ExitCode::FAILURE
         }
-    }
-}
-
-/// Prints an error and each of its causes (those its own text does not already say) as the
-/// one line `privacy-milter: ERROR: CAUSE: ...`, or, for a configuration error, its lines.
-fn report(error: &dyn std::error::Error) {
-    privacy_milter::report_error(&privacy_milter::error_chain(error));
-}
-
-/// The runtime of a long-running command: one thread (see `Command::Run`); `None`, with the
-/// error logged, if it cannot be made.
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .inspect_err(|e| error!("cannot start the runtime: {e}"))
-        .ok()
-}
-
-/// A command's output, or its error reported.
-fn finish<E: std::error::Error>(result: Result<String, E>) -> ExitCode {
-    match result {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            report(&e);
+        Err(Failure::Logged(message)) => {
+            error!("{message}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// A problem with the command line's own values.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Usage(String);
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let source = cli.source();
-    let config = match source.load() {
-        Ok(config) => config,
-        Err(e) => {
-            privacy_milter::report_error(&format!("configuration error\n{e}"));
-            return ExitCode::FAILURE;
+    let config = source
+        .load()
+        .map_err(|e| Failure::Said(format!("configuration error\n{e}")))?;
+    let output = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            privacy_milter::init_logging(&config.log).map_err(Failure::Said)?;
+            // One thread for every milter session: a session is a few microseconds of work
+            // between waits, and on one thread no wake-up crosses between threads (measured:
+            // 0.36-0.46 ms of CPU per message behind Postfix against 0.65-0.82 with a worker
+            // pool; docs/performance.md). Events are written on a thread of their own.
+            runtime()?
+                .block_on(serve(config))
+                .map_err(|e| Failure::Logged(e.to_string()))?;
+            return Ok(ExitCode::SUCCESS);
         }
-    };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => {
-            println!("{}: OK\n{}", source.path.display(), config.summary());
-            ExitCode::SUCCESS
+        Command::Track { once } => {
+            privacy_milter::init_logging(&config.log).map_err(Failure::Said)?;
+            track(config, once)?;
+            return Ok(ExitCode::SUCCESS);
         }
-        Command::Ledger(command) => match ledger(&config, command) {
-            Ok(result) => finish(result),
-            Err(usage) => finish::<Usage>(Err(usage)),
-        },
-        Command::Ip(IpCommand::Decrypt { token }) => finish(commands::ip::decrypt(&config, &token)),
+        Command::CheckConfig => format!("{}: OK\n{}\n", source.path.display(), config.summary()),
         Command::Audit { format } => {
-            let format = if format == "json" {
-                commands::audit::Format::Json
-            } else {
-                commands::audit::Format::Text
-            };
             let (text, ok) = commands::audit::audit(&config, format);
             print!("{text}");
-            if ok {
+            return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            }
+            });
         }
-        Command::Report { output } => finish(commands::report::report(&config, &output)),
-        Command::Policy { format } => {
-            let format = if format == "html" {
-                commands::policy::Format::Html
-            } else {
-                commands::policy::Format::Markdown
-            };
-            finish(commands::policy::policy(&config, format))
+        Command::Ledger(command) => match command {
+            LedgerCommand::Purge => ledger::purge(&config),
+            LedgerCommand::Query { subject, format } => {
+                ledger::query(&config, &subject.subject(), format)
+            }
+            LedgerCommand::Erase { subject } => ledger::erase(&config, &subject.subject()),
+            LedgerCommand::Export {
+                since,
+                until,
+                format,
+            } => ledger::export(&config, since, until, format),
+            LedgerCommand::Stats => ledger::stats(&config),
+        }
+        .map_err(|e| Failure::of(&e))?,
+        Command::Ip(IpCommand::Decrypt { token }) => {
+            commands::ip::decrypt(&config, &token).map_err(|e| Failure::of(&e))?
         }
         Command::Transit {
             held_longer_than,
             state,
             format,
-        } => match transit_args(held_longer_than, &state) {
-            Ok((held, states)) => {
-                let format = if format == "json" {
-                    commands::transit::Format::Json
-                } else {
-                    commands::transit::Format::Table
-                };
-                finish(commands::transit::list(&config, held, &states, format))
-            }
-            Err(usage) => finish::<Usage>(Err(usage)),
-        },
-        Command::Track { once } => {
-            if let Err(e) = privacy_milter::init_logging(&config.log) {
-                privacy_milter::report_error(&e);
-                return ExitCode::FAILURE;
-            }
-            track(config, once)
+        } => commands::transit::list(&config, held_longer_than, &state, format)
+            .map_err(|e| Failure::of(&e))?,
+        Command::Policy { format } => {
+            commands::policy::policy(&config, format).map_err(|e| Failure::of(&e))?
         }
-        Command::Run => {
-            if let Err(e) = privacy_milter::init_logging(&config.log) {
-                privacy_milter::report_error(&e);
-                return ExitCode::FAILURE;
-            }
-            // One thread for every milter session: a session is a few microseconds of work
-            // between waits, and on one thread no wake-up crosses between threads (measured:
-            // 0.36-0.46 ms of CPU per message behind Postfix against 0.65-0.82 with a worker
-            // pool; docs/performance.md). Events are written on a thread of their own.
-            let Some(runtime) = runtime() else {
-                return ExitCode::FAILURE;
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Report { output } => {
+            commands::report::report(&config, &output).map_err(|e| Failure::of(&e))?
         }
-    }
+    };
+    print!("{output}");
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The `transit` command's filters, or what is wrong with them.
-fn transit_args(
-    held_longer_than: Option<String>,
-    states: &[String],
-) -> Result<
-    (
-        Option<std::time::Duration>,
-        Vec<privacy_milter::internals::State>,
-    ),
-    Usage,
-> {
-    let held = held_longer_than
-        .map(|d| {
-            privacy_milter::internals::Period::try_from(d)
-                .map(|p| p.0)
-                .map_err(|e| Usage(format!("--held-longer-than: {e}")))
-        })
-        .transpose()?;
-    let states = states
-        .iter()
-        .map(|s| s.trim().parse().map_err(|e| Usage(format!("--state: {e}"))))
-        .collect::<Result<_, _>>()?;
-    Ok((held, states))
+/// The runtime of a long-running command: one thread (see `Command::Run`).
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Logged(format!("cannot start the runtime: {e}")))
 }
 
 /// Runs `track` until SIGTERM or SIGINT (or, with `--once`, until the log is read).
-fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
+fn track(config: Config, once: bool) -> Result<(), Failure> {
     use std::sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    let result = runtime.block_on(async {
+    let counts = runtime()?.block_on(async {
         let signals = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -362,54 +163,15 @@ fn track(config: privacy_milter::Config, once: bool) -> ExitCode {
         }
         counts.map_err(|e| privacy_milter::error_chain(&e))
     });
-    match result {
-        Ok(counts) => {
-            info!(
-                "stopped: {} log lines read, {} deliveries recorded, {} lines about messages without a transit record, {} lines not understood",
-                counts.lines, counts.deliveries, counts.unmatched, counts.not_understood
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    let counts = counts.map_err(Failure::Logged)?;
+    info!(
+        "stopped: {} log lines read, {} deliveries recorded, {} lines about messages without a transit record, {} lines not understood",
+        counts.lines, counts.deliveries, counts.unmatched, counts.not_understood
+    );
+    Ok(())
 }
 
-/// Runs a `ledger` command; the outer error is a bad time on the command line.
-fn ledger(
-    config: &privacy_milter::Config,
-    command: LedgerCommand,
-) -> Result<Result<String, commands::CommandError>, Usage> {
-    let format = |f: &str| match f {
-        "json" => Format::Json,
-        "csv" => Format::Csv,
-        "jsonl" => Format::Jsonl,
-        _ => Format::Table,
-    };
-    let time = |t: Option<String>| {
-        t.as_deref()
-            .map(ledger_cmd::parse_time)
-            .transpose()
-            .map_err(Usage)
-    };
-    Ok(match command {
-        LedgerCommand::Purge => ledger_cmd::purge(config),
-        LedgerCommand::Query { subject, format: f } => {
-            ledger_cmd::query(config, &subject.subject(), format(&f))
-        }
-        LedgerCommand::Erase { subject } => ledger_cmd::erase(config, &subject.subject()),
-        LedgerCommand::Export {
-            since,
-            until,
-            format: f,
-        } => ledger_cmd::export(config, time(since)?, time(until)?, format(&f)),
-        LedgerCommand::Stats => ledger_cmd::stats(config),
-    })
-}
-
-async fn serve(config: privacy_milter::Config) -> std::io::Result<()> {
+async fn serve(config: Config) -> std::io::Result<()> {
     let hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -8,10 +8,10 @@ use minijinja::{value::Serde, AutoEscape, Environment};
 
 const TEMPLATE: &str = include_str!("templates/policy.j2");
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Markdown, or an HTML fragment: one `<section class="mail-privacy">`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Markdown,
-    /// An HTML fragment: one `<section class="mail-privacy">`.
     Html,
 }
 

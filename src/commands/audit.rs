@@ -5,10 +5,10 @@ use crate::{audit, config::Config};
 
 pub use crate::audit::Finding;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Lines for a person, or JSON: `{"findings": [{"check", "ok", "detail", "fix"}]}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Text,
-    /// `{"findings": [{"check", "ok", "detail", "fix"}]}`.
     Json,
 }
 

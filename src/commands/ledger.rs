@@ -6,7 +6,7 @@
 //! is all that is held that could concern it; with `hmac` the subject is looked up under
 //! every key still in the ring.
 
-use super::{transit::TransitView, CommandError};
+use super::{transit::TransitView, CommandError, ListFormat};
 use crate::{
     config::{Config, SinkKind},
     event::Event,
@@ -25,10 +25,9 @@ pub enum Subject {
     Ip(IpAddr),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
+/// How `ledger export` writes the events: one JSON object per line, or CSV.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
     Jsonl,
     Csv,
 }
@@ -122,20 +121,24 @@ pub fn filter(subject: &Subject, config: &Config) -> Result<Filter, CommandError
     }
 }
 
-pub fn query(config: &Config, subject: &Subject, format: Format) -> Result<String, CommandError> {
+pub fn query(
+    config: &Config,
+    subject: &Subject,
+    format: ListFormat,
+) -> Result<String, CommandError> {
     let filter = filter(subject, config)?;
     let mut ledger = open(config)?;
     let events = ledger.find(&filter)?;
     let lifecycles = tracked(ledger.as_mut(), &events)?;
     Ok(match format {
-        Format::Json => {
+        ListFormat::Json => {
             let values: Vec<serde_json::Value> = events
                 .iter()
                 .map(|e| with_lifecycle(e, &lifecycles))
                 .collect();
             serde_json::to_string_pretty(&values).expect("events serialise") + "\n"
         }
-        _ => table(&filter, &events, &lifecycles),
+        ListFormat::Table => table(&filter, &events, &lifecycles),
     })
 }
 
@@ -228,14 +231,14 @@ pub fn export(
     config: &Config,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
-    format: Format,
+    format: ExportFormat,
 ) -> Result<String, CommandError> {
     let mut ledger = open(config)?;
     let events = ledger.export(since, until)?;
     let lifecycles = tracked(ledger.as_mut(), &events)?;
     Ok(match format {
-        Format::Csv => csv(&events, &lifecycles),
-        _ => events
+        ExportFormat::Csv => csv(&events, &lifecycles),
+        ExportFormat::Jsonl => events
             .iter()
             .map(|e| with_lifecycle(e, &lifecycles).to_string() + "\n")
             .collect(),

@@ -13,6 +13,13 @@ pub mod transit;
 
 use crate::{keys::KeyError, store::StoreError};
 
+/// How `ledger query` and `transit` print what they found: a table, or one JSON array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {

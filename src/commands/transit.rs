@@ -2,7 +2,7 @@
 //! `crate::transit`), how long each was held and what the log said of each delivery attempt.
 //! The JSON form is an interface: an array of objects with the fields of [`TransitView`].
 
-use super::CommandError;
+use super::{CommandError, ListFormat};
 use crate::{
     config::Config,
     event::stamp,
@@ -58,18 +58,12 @@ impl TransitView {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
-}
-
 /// Lists the transit messages in `states` (all when empty) held at least `held_longer_than`.
 pub fn list(
     config: &Config,
     held_longer_than: Option<Duration>,
     states: &[State],
-    format: Format,
+    format: ListFormat,
 ) -> Result<String, CommandError> {
     let now = Utc::now();
     let mut ledger = store::open_ledger(config)?;
@@ -86,8 +80,8 @@ pub fn list(
         .filter(|v| held_longer_than.is_none_or(|d| v.held_for_seconds >= d.as_secs()))
         .collect();
     Ok(match format {
-        Format::Json => serde_json::to_string_pretty(&views).expect("views serialise") + "\n",
-        Format::Table => table(&views),
+        ListFormat::Json => serde_json::to_string_pretty(&views).expect("views serialise") + "\n",
+        ListFormat::Table => table(&views),
     })
 }
 

@@ -8,6 +8,7 @@ use std::{
 
 /// The library's top-level modules, from the top of the data flow to the leaves.
 const LAYERS: &[&[&str]] = &[
+    &["cli"],
     &["commands", "audit", "daemon", "track"],
     &["callbacks", "listener"],
     &["session"],

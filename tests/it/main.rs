@@ -11,6 +11,7 @@ mod address_literal;
 mod architecture;
 mod audit;
 mod authenticated_submission;
+mod cli;
 mod config_errors;
 mod config_limits;
 mod control_characters;
