@@ -1,7 +1,7 @@
-//! End to end behind a real Postfix (private instance per test, see tests/it/e2e.rs): every
-//! scenario runs with the milter on a unix socket and on TCP. Mail goes in by swaks (XCLIENT,
-//! SMTP AUTH) or the `sendmail` command, and is asserted where it arrives (an smtp-sink
-//! capture, parsed with mail-parser) and in the event that the milter recorded for it.
+//! End to end behind a real Postfix (private instance per test, see tests/it/harness/e2e.rs):
+//! every scenario runs with the milter on a unix socket and on TCP. Mail goes in by swaks
+//! (XCLIENT, SMTP AUTH) or the `sendmail` command, and is asserted where it arrives (an
+//! smtp-sink capture, parsed with mail-parser) and in the event that the milter recorded for it.
 //!
 //! Postfix setup: relay_domains = test.example transit.example, relayhost = the sink, so all
 //! mail ends at the sink; the milter hosts test.example (domains.local), transit.example is a

@@ -1,5 +1,5 @@
 //! End to end behind a real Sendmail (unpacked from the Debian debs by scripts/setup-test-deps,
-//! private daemon per test, see tests/it/e2e.rs), with the milter attached by
+//! private daemon per test, see tests/it/harness/e2e.rs), with the milter attached by
 //! INPUT_MAIL_FILTER over TCP (and, in one test, a unix socket). Sendmail relays everything
 //! to the smtp-sink (SMART_HOST), so every recipient's `{rcpt_mailer}` is `relay`; locality
 //! comes from domains.local. It offers SMTP AUTH against the lab's own sasldb.

@@ -1,10 +1,27 @@
-//! The integration tests, one binary (linking the crate once instead of once per case): a
-//! module per case, each with its configuration files in `tests/<case>/`. `common` starts the
-//! milter in-process or as the real daemon and plays the MTA; `e2e` starts private Postfix and
-//! Sendmail instances. See docs/testing.md.
+//! The integration tests, one binary (linking the crate once instead of once per case). See
+//! docs/testing.md for what each case makes real.
+//!
+//! Where a new case goes:
+//!
+//! - A module of its own, `tests/it/CASE.rs`, named for the behaviour it shows, listed below;
+//!   its configuration files in `tests/CASE/` (`@DIR@` in them becomes the test's own
+//!   directory: `common::case_config`).
+//! - Its harness, in `harness/`, the least that makes what it checks real:
+//!   - `common::Milter` (the milter in-process on a loopback port) with `common::Mail` (the
+//!     MTA's side, played by indymilter-test): decisions, header edits, events. The usual one.
+//!   - `common::Daemon`: the real binary, for what only a process has: signals and reload, the
+//!     socket file, its log, its exit, its limits. The commands (`ledger_cmd`, ...) run the
+//!     binary too.
+//!   - `e2e::PostfixLab` and `e2e::SendmailLab` (or their parts, `Postfix`, `Sendmail`, `Sink`,
+//!     `Swaks`): a private MTA on loopback, for what the MTA makes of our answers.
+//!   - `wire`: frames written by hand, for what indymilter-test would never send.
+//! - A test that needs what this machine may lack (an MTA, root, a program) asks
+//!   `harness::can_run` (also `common::can_run`): without it the test skips, or fails under
+//!   `PRIVACY_MILTER_E2E=require`, as `scripts/test` runs the suite.
 
-mod common;
-mod e2e;
+mod harness;
+// The cases name the harness's parts from the crate's root: `crate::common::*`, `crate::e2e`.
+use harness::{common, e2e, wire};
 
 mod abort;
 mod address_literal;
@@ -58,5 +75,4 @@ mod connection_flood;
 mod metrics;
 mod protocol_fuzz;
 mod session_limits;
-mod wire;
 mod wire_properties;

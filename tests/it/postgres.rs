@@ -17,10 +17,6 @@ use std::{
 };
 use tempfile::TempDir;
 
-fn required() -> bool {
-    std::env::var("PRIVACY_MILTER_E2E").is_ok_and(|v| v == "require")
-}
-
 fn installed() -> bool {
     std::fs::read_dir("/usr/lib/postgresql")
         .map(|dirs| {
@@ -49,10 +45,11 @@ impl Pg {
 
     /// The same, with environment variables for scripts/postgres-test-server (TLS_CERT, ...).
     fn start_with(test: &str, env: &[(&str, &Path)]) -> Option<Self> {
-        if !installed() && !required() {
-            eprintln!(
-                "{test}: skipped: PostgreSQL is not installed; set PRIVACY_MILTER_E2E=require to install it (scripts/postgres-test-server) and fail instead"
-            );
+        let why = format!(
+            "{test}: PostgreSQL is not installed \
+             (PRIVACY_MILTER_E2E=require installs it with scripts/postgres-test-server)"
+        );
+        if !can_run(installed() || crate::harness::required(), &why) {
             return None;
         }
         // Required: the script installs PostgreSQL when missing, and any failure fails the test.

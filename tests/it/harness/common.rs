@@ -2,6 +2,9 @@
 //! configuration file, and plays the MTA's side of the milter protocol with indymilter-test.
 #![allow(dead_code)]
 
+// The skip check, for the cases that take everything from here.
+pub use super::{can_run, can_run_as_root};
+
 use indymilter_test::{EomActions, IntoSocketInfo, MacroStage, SocketInfo, Status, TestConnection};
 use privacy_milter::{Listener, Reload, Source};
 use serde_json::Value;
@@ -411,23 +414,6 @@ pub fn actions_of(event: &Value) -> Vec<String> {
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect()
-}
-
-/// Whether a test that needs something this machine may lack (`ready`) can run. Without it
-/// the test says why and skips, unless `PRIVACY_MILTER_E2E=require` (as `scripts/test` sets),
-/// which makes it fail.
-pub fn can_run(ready: bool, why: &str) -> bool {
-    if !ready {
-        let required = std::env::var("PRIVACY_MILTER_E2E").is_ok_and(|v| v == "require");
-        assert!(!required, "{why}, and PRIVACY_MILTER_E2E=require");
-        eprintln!("skipped: {why}; set PRIVACY_MILTER_E2E=require to fail instead");
-    }
-    ready
-}
-
-/// [`can_run`] for a test that needs root (`why` says what for).
-pub fn can_run_as_root(why: &str) -> bool {
-    can_run(nix::unistd::Uid::effective().is_root(), why)
 }
 
 /// A stand-in for systemd's notification socket in `dir`: the path to give the daemon as

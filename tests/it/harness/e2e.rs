@@ -40,29 +40,20 @@ pub enum Socket {
 // ---------------------------------------------------------------------------------------
 // Availability
 
-/// True when `PRIVACY_MILTER_E2E=require`: a missing MTA is then a failure, not a skip.
-pub fn required() -> bool {
-    std::env::var("PRIVACY_MILTER_E2E").is_ok_and(|v| v == "require")
-}
-
-/// Returns `true` when every program is found; otherwise skips (prints why, returns
-/// `false`) or, when required, panics.
+/// Whether every program is there; if not, the test skips or fails ([`super::can_run`]).
 fn available(test: &str, what: &str, programs: &[PathBuf]) -> bool {
     let missing: Vec<String> = programs
         .iter()
         .filter(|p| !p.is_file())
         .map(|p| p.display().to_string())
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("{what} not available (missing {})", missing.join(", "));
-    assert!(
-        !required(),
-        "{test}: {msg}, and PRIVACY_MILTER_E2E=require; run scripts/setup-test-deps"
-    );
-    eprintln!("{test}: skipped: {msg}; set PRIVACY_MILTER_E2E=require to fail instead");
-    false
+    super::can_run(
+        missing.is_empty(),
+        &format!(
+            "{test}: {what} not available (missing {}; scripts/setup-test-deps installs it)",
+            missing.join(", ")
+        ),
+    )
 }
 
 fn sbin(name: &str) -> PathBuf {
