@@ -59,12 +59,11 @@ pub mod internals {
     pub use crate::track::parse;
     pub use crate::{
         classify::Direction,
-        config::{Durability, Period, Settings, SinkKind, Synchronous},
+        config::{Durability, Settings, SinkKind, Synchronous},
         event::{Client, Event, Outcome, RecipientView, Retention, SCHEMA},
         listener::MAX_FRAME,
         privacy::AddressView,
         store::PURGE_CHUNK,
-        transit::State,
         writer::{EventWriter, GROUP_COMMIT_WINDOW},
     };
 }
