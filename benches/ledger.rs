@@ -72,6 +72,8 @@ fn event(n: u64) -> Event {
         size: 2048,
         actions: vec!["originating_ip.added".into(), "transit_tag.added".into()],
         dry_run: false,
+        skipped_actions: Vec::new(),
+        edits: None,
         retention: Retention {
             class: "outbound".into(),
             expires_at: "2027-02-24T18:00:00.123Z".into(),

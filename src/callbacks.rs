@@ -4,7 +4,7 @@
 use crate::session::{Macros, Negotiated, Session, Sessions};
 use indymilter::{Actions, Callbacks, MacroStage, ProtoOpts, SocketInfo, Status};
 use std::{collections::HashMap, ffi::CStr, sync::Arc};
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub fn build(sessions: Arc<Sessions>) -> Callbacks<Session> {
     Callbacks::new()
@@ -14,7 +14,17 @@ pub fn build(sessions: Arc<Sessions>) -> Callbacks<Session> {
                 let (actions, opts, negotiated) = negotiate(mta_actions, mta_opts);
                 cx.requested_actions = actions;
                 cx.requested_opts = opts;
-                cx.requested_macros = requested_macros();
+                // The lists are what SMFIF_SETSYMLIST agrees on: an MTA that did not offer it
+                // (protocol versions 2 to 4 have none) expects a reply of three words, and
+                // sends the macros of its own settings.
+                if actions.contains(Actions::REQUEST_MACROS) {
+                    cx.requested_macros = requested_macros();
+                } else {
+                    debug!(
+                        "the MTA takes no macro list (it does not offer SMFIF_SETSYMLIST): \
+                         it sends the macros its own settings name"
+                    );
+                }
                 cx.data = Some(sessions.start(negotiated));
                 Status::Continue
             })
@@ -165,12 +175,24 @@ pub fn negotiate(mta_actions: Actions, mta_opts: ProtoOpts) -> (Actions, ProtoOp
     let can_edit = mta_actions.contains(needed);
     let mut actions = if can_edit { needed } else { Actions::empty() };
     if !can_edit {
+        // Once per connection: the events of its messages say the same ("edits").
+        let missing = [
+            (Actions::ADD_HEADER, "SMFIF_ADDHDRS"),
+            (Actions::CHANGE_HEADER, "SMFIF_CHGHDRS"),
+        ]
+        .into_iter()
+        .filter(|(a, _)| !mta_actions.contains(*a))
+        .map(|(_, name)| name)
+        .collect::<Vec<_>>()
+        .join(" and ");
         warn!(
-            "the MTA does not offer the add-header and change-header actions; \
-             mail passes untouched and only events are recorded"
+            "the MTA does not allow header edits on this milter connection (it does not offer \
+             {missing}): its messages pass without the headers the rules add or remove, and \
+             their events say \"edits\": \"unavailable\""
         );
     }
-    // Sendmail honours our macro list only when the milter claims this action.
+    // Claimed only when offered, as the MTA must allow every action the milter claims;
+    // Sendmail honours our macro lists only with this action claimed.
     actions |= mta_actions & Actions::REQUEST_MACROS;
     let opts = WANTED_OPTS & mta_opts;
     let noreply = opts
@@ -199,6 +221,7 @@ mod tests {
         assert!(n.can_edit && n.noreply.contains(ProtoOpts::NOREPLY_BODY));
 
         let (actions, opts, n) = negotiate(Actions::ADD_HEADER, ProtoOpts::NO_HELO);
+        // Neither the header actions nor the macro feature (and so no macro list).
         assert_eq!(actions, Actions::empty());
         assert_eq!(opts, ProtoOpts::NO_HELO);
         assert!(!n.can_edit && n.noreply.is_empty());

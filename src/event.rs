@@ -57,11 +57,27 @@ pub struct Event {
     pub sender: AddressView,
     pub recipients: Vec<RecipientView>,
     pub size: u64,
+    /// What the rules did to the message (in a dry run: what they would have done).
     pub actions: Vec<String>,
     /// Present and true when the actions were decided but not applied.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// What the rules decided but could not do: the MTA did not allow header edits (see
+    /// `edits`), or sending them failed (the message was then tempfailed). Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_actions: Vec<String>,
+    /// Present when the message's milter connection could not edit headers at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edits: Option<Edits>,
     pub retention: Retention,
+}
+
+/// Why no header of a message could be edited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Edits {
+    /// The MTA did not offer the add-header and change-header actions on the connection.
+    Unavailable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +107,11 @@ pub struct Parts<'a> {
     pub msg: &'a MessageFacts,
     pub class: &'a Classification,
     pub outcome: Outcome,
+    /// What was done, and what was decided but not done.
     pub actions: Vec<String>,
+    pub skipped_actions: Vec<String>,
+    /// Whether the connection let the milter edit headers.
+    pub can_edit: bool,
     pub host: &'a str,
     pub config: &'a Config,
     pub pseudonymiser: &'a Pseudonymiser,
@@ -105,6 +125,8 @@ impl Event {
             class,
             outcome,
             actions,
+            skipped_actions,
+            can_edit,
             host,
             config,
             pseudonymiser: pseudo,
@@ -151,6 +173,8 @@ impl Event {
             size: msg.size,
             actions,
             dry_run: config.dry_run,
+            skipped_actions,
+            edits: (!can_edit).then_some(Edits::Unavailable),
             retention: Retention {
                 class: retention_class.to_string(),
                 expires_at: stamp(expires),

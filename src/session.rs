@@ -281,13 +281,6 @@ impl Session {
         );
         // Escaped once for every line that names it: the MTA's queue id is wire data.
         let qid = Escaped(msg.queue_id.as_deref().unwrap_or("-")).to_string();
-        let labels = rules::labels(&actions);
-        for label in &labels {
-            DAEMON
-                .rule_actions
-                .get_or_create(&metrics::label("action", label.as_str()))
-                .inc();
-        }
         let direction = Some(class.direction);
         if actions
             .iter()
@@ -300,6 +293,40 @@ impl Session {
                 self.snapshot.pseudonymiser.ip_for_log(self.conn.client_ip)
             );
         }
+
+        // The edits go first, so that the event records what was done; the MTA keeps them
+        // only if it is then told to continue.
+        let decided = rules::labels(&actions);
+        let (status, done, skipped) = if config.dry_run {
+            // A dry run's event lists what would have been done.
+            (Status::Continue, decided, Vec::new())
+        } else if !self.negotiated.can_edit {
+            if !decided.is_empty() {
+                debug!(
+                    queue_id = %qid,
+                    skipped = %decided.join(","),
+                    "header edits not made: the MTA does not allow them on this connection"
+                );
+            }
+            (Status::Continue, Vec::new(), decided)
+        } else {
+            match apply(&actions, mta).await {
+                Ok(()) => (Status::Continue, decided, Vec::new()),
+                Err(e) => {
+                    error!(
+                        queue_id = %qid,
+                        "cannot edit the header, the MTA is told to try again later: {e}"
+                    );
+                    (Status::Tempfail, Vec::new(), decided)
+                }
+            }
+        };
+        for label in &done {
+            DAEMON
+                .rule_actions
+                .get_or_create(&metrics::label("action", label.as_str()))
+                .inc();
+        }
         info!(
             queue_id = %qid,
             direction = %class.direction,
@@ -308,20 +335,26 @@ impl Session {
             authenticated = class.authenticated,
             sender = %self.snapshot.pseudonymiser.address_for_log(&msg.sender),
             recipients = class.local.len(),
-            actions = %labels.join(","),
+            actions = %done.join(","),
             dry_run = config.dry_run,
             "message"
         );
 
         if config.events.enabled {
-            let event = self.event(&msg, &class, Outcome::Accepted, labels);
+            let outcome = match status {
+                Status::Tempfail => Outcome::Tempfailed,
+                _ => Outcome::Accepted,
+            };
+            let event = self.event(&msg, &class, outcome, done, skipped);
             match config.events.durability {
                 // The answer waits until the event is stored, so an accepted message always has
                 // its record.
                 Durability::Sync => {
                     if let Err(e) = self.shared.events.commit(event).await {
                         let tempfail = config.events.on_error == OnError::Tempfail;
-                        let told = if tempfail {
+                        let told = if status == Status::Tempfail {
+                            "the MTA is told to try again later (the header edits failed)"
+                        } else if tempfail {
                             "the MTA is told to try again later (events.on_error = \"tempfail\")"
                         } else {
                             "the message is accepted without it (events.on_error = \"accept\")"
@@ -336,23 +369,6 @@ impl Session {
                 Durability::Async => self.shared.events.enqueue(event).await,
             }
         }
-
-        if config.dry_run {
-            return (Status::Continue, direction);
-        }
-        if !self.negotiated.can_edit {
-            if actions.iter().any(|a| a.edit.is_some()) {
-                warn!(queue_id = %qid, "header edits skipped: the MTA does not allow header changes");
-            }
-            return (Status::Continue, direction);
-        }
-        let status = match apply(&actions, mta).await {
-            Ok(()) => Status::Continue,
-            Err(e) => {
-                error!(queue_id = %qid, "cannot edit the header: {e}");
-                Status::Tempfail
-            }
-        };
         (status, direction)
     }
 
@@ -389,7 +405,7 @@ impl Session {
             ])
             .inc();
         if self.snapshot.config.events.enabled {
-            let event = self.event(&msg, &class, outcome, Vec::new());
+            let event = self.event(&msg, &class, outcome, Vec::new(), Vec::new());
             self.shared.events.record(event);
         }
     }
@@ -400,6 +416,7 @@ impl Session {
         class: &Classification,
         outcome: Outcome,
         actions: Vec<String>,
+        skipped_actions: Vec<String>,
     ) -> Event {
         Event::build(
             Parts {
@@ -408,6 +425,8 @@ impl Session {
                 class,
                 outcome,
                 actions,
+                skipped_actions,
+                can_edit: self.negotiated.can_edit,
                 host: self
                     .conn
                     .host
@@ -429,7 +448,8 @@ impl Drop for Session {
     }
 }
 
-/// Sends the edits to the MTA, deletions first in reverse index order.
+/// Sends the edits to the MTA, deletions first in reverse index order. On an error the MTA
+/// may hold some of them: it keeps none unless told to continue.
 async fn apply(
     actions: &[Action],
     mta: &impl ContextActions,

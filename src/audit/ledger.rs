@@ -43,7 +43,7 @@ pub fn as_ledger_owner<T>(
 }
 
 /// Whether events are kept in a ledger at all.
-fn has_ledger(config: &Config) -> bool {
+pub(super) fn has_ledger(config: &Config) -> bool {
     let sinks = &config.events.sinks;
     config.events.enabled
         && (sinks.contains(&SinkKind::Ledger) || sinks.contains(&SinkKind::Postgres))

@@ -1,8 +1,8 @@
 //! `privacy-milter audit`: this host checked against the policy the configuration states,
 //! finding by finding, each with what holds or not and how to fix it. One file per kind of
 //! check: the MTA's logs ([`logs`], [`logrotate`], [`journald`]), the ledger and transit mail
-//! ([`ledger`]), the MTA and its socket ([`mta`]), the key ring, where data goes and who
-//! answers ([`host`]).
+//! ([`ledger`]), connections on which the MTA did not allow header edits ([`milter`]), the MTA
+//! and its socket ([`mta`]), the key ring, where data goes and who answers ([`host`]).
 //!
 //! The findings are an interface: `check` names are stable, and the JSON form is
 //! `{"findings": [{"check", "ok", "detail", "fix"}]}` (`fix` empty when `ok`).
@@ -12,6 +12,7 @@ pub mod journald;
 mod ledger;
 pub mod logrotate;
 pub mod logs;
+mod milter;
 mod mta;
 
 use crate::config::Config;
@@ -61,6 +62,7 @@ pub fn run(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
     findings.extend(ledger::expiry(config, now));
     findings.extend(host::keys(config, now));
     findings.extend(ledger::transit(config, now));
+    findings.extend(milter::edits(config, now));
     findings.extend(mta::postfix(config));
     findings.extend(mta::socket(config));
     findings.extend(host::destinations(config));

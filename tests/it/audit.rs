@@ -617,3 +617,52 @@ fn the_rsyslog_drop_in_is_valid() {
         "rsyslogd accepted a broken drop-in: the check cannot fail"
     );
 }
+
+/// Messages that passed a milter connection on which the MTA did not allow header edits:
+/// the audit counts them among the day's events, and holds again once a day passed without
+/// one.
+#[tokio::test]
+async fn connections_that_could_not_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut milter = InProcess::start("audit/ledger.toml").await;
+    let mail = Mail::from_ip("203.0.113.7")
+        .auth("alice")
+        .rcpt("carol@remote.example");
+    mail.clone().queue_id("4Edited").send(&milter).await;
+    let no_edits = indymilter_test::TestConnection::configure()
+        .available_actions(indymilter_test::Actions::ADD_HEADER)
+        .open_tcp(milter.addr)
+        .await
+        .unwrap();
+    mail.queue_id("4Unedited").send_on(no_edits).await;
+    milter.stop().await.unwrap();
+    std::fs::copy(
+        milter.dir.path().join("ledger.sqlite"),
+        d.join("ledger.sqlite"),
+    )
+    .unwrap();
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8894@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: String::new(),
+        contact: "privacy@example.org",
+        extra: String::new(),
+        env: Vec::new(),
+    };
+    let text = setup.fails("milter.edits", "1 of the 2 events");
+    assert!(text.contains("mx.test.example"), "{text}");
+    assert!(text.contains("SMFIF_CHGHDRS"), "{text}");
+
+    let db = rusqlite::Connection::open(d.join("ledger.sqlite")).unwrap();
+    let before =
+        (Utc::now() - Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    db.execute(
+        "UPDATE events SET time = ?1 WHERE queue_id = '4Unedited'",
+        [&before],
+    )
+    .unwrap();
+    let text = setup.holds("milter.edits");
+    assert!(text.contains("1 event"), "{text}");
+}

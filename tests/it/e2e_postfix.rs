@@ -47,6 +47,7 @@ macro_rules! unix_and_tcp {
 unix_and_tcp!(
     xclient_login_ipv4,
     xclient_login_ipv6,
+    milter_protocol_2,
     smtp_auth_sasldb,
     webmail_by_xclient,
     webmail_by_header,
@@ -120,6 +121,47 @@ fn xclient_login_ipv6(test: &str, socket: Socket) {
         &event,
         &["originating_ip.added", "transit_tag.added"],
         &["originating_ip.removed_forged"],
+    );
+    lab.assert_events_are(&[&qid]);
+}
+
+/// Postfix speaking milter protocol version 2 (`milter_protocol = 2`, as for old milters):
+/// it still offers the header actions and the macro feature, so the message is edited as at
+/// version 6, and Postfix takes the milter's reply without complaint.
+fn milter_protocol_2(test: &str, socket: Socket) {
+    if !e2e::postfix_available(test) {
+        return;
+    }
+    let lab = PostfixLab::start(socket, MILTER, &format!("{MAIN_CF}\nmilter_protocol = 2"));
+    let mid = new_message_id("proto2");
+    let msg = compose(
+        &mid,
+        "alice@test.example",
+        &["bob@remote.example"],
+        "milter protocol 2",
+        &[("X-Originating-IP", "[192.0.2.66]")],
+    );
+    lab.swaks("alice@test.example", &["bob@remote.example"], msg)
+        .xclient("ADDR=203.0.113.7 LOGIN=alice")
+        .send(lab.path());
+    let (qid, got, event) = lab.delivered(&mid, 1);
+    got[0].assert_header("X-Originating-IP", &["[203.0.113.7]"]);
+    got[0].assert_header("X-Transit", &["outbound"]);
+    assert_event(&event, "outbound", true, "203.0.113.7", true, false);
+    assert_actions(
+        &event,
+        &[
+            "originating_ip.added",
+            "originating_ip.removed_forged",
+            "transit_tag.added",
+        ],
+        &[],
+    );
+    assert!(event.get("edits").is_none(), "{event}");
+    let maillog = lab.postfix.maillog();
+    assert!(
+        !maillog.contains("warning: milter"),
+        "Postfix complained about the milter:\n{maillog}"
     );
     lab.assert_events_are(&[&qid]);
 }
