@@ -66,4 +66,17 @@ pub mod internals {
         store::PURGE_CHUNK,
         writer::{EventWriter, GROUP_COMMIT_WINDOW},
     };
+
+    /// The ledgers as the ledger contract asks them (tests/it/ledger_contract.rs).
+    pub mod store {
+        pub use crate::store::{
+            open_ledger, open_sinks, purge_all, DayCount, Filter, Flush, Ledger, Lifecycle,
+            Overdue, Sink, Stats, TransitQuery, TransitTimes,
+        };
+    }
+
+    /// Transit records, as the tracker changes them.
+    pub mod transit {
+        pub use crate::transit::{Delivery, State, Status, Step, Transit};
+    }
 }

@@ -1,6 +1,7 @@
 //! The event writer: how events reach the stores. One writer thread owns every sink (a
-//! [`Store`] of `crate::store`) and writes events in batches (group commit): whatever queued up while the last batch was written goes out together, with one
-//! sync, and each message that waits for its event is answered when its batch is durable.
+//! [`Sink`] of `crate::store`) and writes events in batches (group commit): whatever queued
+//! up while the last batch was written goes out together, with one sync, and each message
+//! that waits for its event is answered when its batch is durable.
 //!
 //! With `events.durability = "async"` the MTA is answered without waiting; at most
 //! `events.queue_size` such events wait, and beyond that the answer waits for a place.
@@ -17,7 +18,7 @@ use crate::{
     config::Config,
     event::Event,
     metrics::{label, DAEMON},
-    store::{self, Flush, Store, PURGE_CHUNK},
+    store::{self, Flush, Sink, PURGE_CHUNK},
 };
 use std::{io, sync::Arc, thread};
 use std::{
@@ -84,7 +85,7 @@ impl EventWriter {
     /// `config`: what the sinks were opened from, to open them again after a reload whose
     /// own sinks cannot be opened.
     fn spawn(
-        sinks: Vec<Box<dyn Store>>,
+        sinks: Vec<Box<dyn Sink>>,
         config: Option<Config>,
         queue_size: usize,
         window: Duration,
@@ -182,7 +183,7 @@ impl Purge {
     }
 
     /// Deletes one chunk from every sink not done yet; true when the purge is finished.
-    fn step(&mut self, sinks: &mut [Box<dyn Store>]) -> bool {
+    fn step(&mut self, sinks: &mut [Box<dyn Sink>]) -> bool {
         for (sink, (total, done)) in sinks.iter_mut().zip(self.progress.iter_mut()) {
             if *done {
                 continue;
@@ -212,7 +213,7 @@ impl Purge {
 }
 
 fn writer(
-    mut sinks: Vec<Box<dyn Store>>,
+    mut sinks: Vec<Box<dyn Sink>>,
     mut config: Option<Config>,
     window: Duration,
     rx: mpsc::Receiver<Request>,
@@ -359,7 +360,7 @@ fn writer(
 }
 
 /// Writes a batch to every sink; returns the outcome so far and the flushes still to run.
-fn write_all(sinks: &mut [Box<dyn Store>], batch: &[Event]) -> (Result<(), String>, Vec<Pending>) {
+fn write_all(sinks: &mut [Box<dyn Sink>], batch: &[Event]) -> (Result<(), String>, Vec<Pending>) {
     let mut failure = None;
     let mut flushes = Vec::new();
     for (index, sink) in sinks.iter_mut().enumerate() {
@@ -501,12 +502,26 @@ mod tests {
 
     struct HeldSink(Arc<Held>);
 
-    impl Store for HeldSink {
+    impl Sink for HeldSink {
         fn name(&self) -> &'static str {
             "held"
         }
         fn write(&mut self, _batch: &[Event]) -> store::Result<Option<Arc<dyn Flush>>> {
             Ok(Some(Arc::clone(&self.0) as Arc<dyn Flush>))
+        }
+        fn purge_some(
+            &mut self,
+            _now: chrono::DateTime<chrono::Utc>,
+            _limit: usize,
+        ) -> store::Result<usize> {
+            Ok(0)
+        }
+        fn record_transit(
+            &mut self,
+            _transits: &[crate::transit::Transit],
+            _deliveries: &[crate::transit::Delivery],
+        ) -> store::Result<()> {
+            Ok(())
         }
     }
 

@@ -4,7 +4,7 @@
 use super::{span, Finding};
 use crate::{
     config::{Config, SinkKind},
-    store::{self, Store, StoreError, TransitQuery},
+    store::{self, Ledger, StoreError, TransitQuery},
 };
 use chrono::{DateTime, Utc};
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::path::Path;
 /// stay the daemon's.
 pub fn as_ledger_owner<T>(
     config: &Config,
-    f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError>,
+    f: impl FnOnce(&mut dyn Ledger) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     use nix::unistd::{getegid, geteuid, setegid, seteuid, Gid, Uid};
     use std::os::unix::fs::MetadataExt;

@@ -12,7 +12,7 @@ use crate::{
     event::Event,
     keys::{self, Key, Kind},
     privacy::Pseudonymiser,
-    store::{self, Filter, Store},
+    store::{self, Filter, Ledger},
     transit::{State, Status},
 };
 use chrono::{DateTime, NaiveDate, Utc};
@@ -43,7 +43,7 @@ fn location(config: &Config) -> String {
 
 /// The ledger these commands work on (see [`store::open_ledger`]); as root, only a SQLite
 /// ledger root owns.
-fn open(config: &Config) -> Result<Box<dyn Store>, CommandError> {
+fn open(config: &Config) -> Result<Box<dyn Ledger>, CommandError> {
     if !store::ledger_on_postgres(config) {
         let path = &config.events.ledger.path;
         if path.exists() {
@@ -145,7 +145,7 @@ pub fn query(
 /// What tracking recorded about these events' messages, by event id: only messages the
 /// tracker has seen something of (a transit message it has not yet met shows nothing).
 fn tracked(
-    ledger: &mut dyn Store,
+    ledger: &mut dyn Ledger,
     events: &[Event],
 ) -> Result<HashMap<uuid::Uuid, TransitView>, CommandError> {
     if !events.iter().any(|e| e.transit) {

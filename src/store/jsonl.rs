@@ -6,9 +6,10 @@
 
 use crate::{
     event::Event,
-    store::{Flush, Result, Store, StoreError},
+    store::{Flush, Result, Sink, StoreError},
     transit::{Delivery, Transit},
 };
+use chrono::{DateTime, Utc};
 use std::{
     fs::{File, OpenOptions},
     io::Write,
@@ -50,7 +51,7 @@ impl JsonlSink {
     }
 }
 
-impl Store for JsonlSink {
+impl Sink for JsonlSink {
     fn name(&self) -> &'static str {
         "jsonl"
     }
@@ -63,6 +64,11 @@ impl Store for JsonlSink {
         }
         self.append(&buf)?;
         Ok(None)
+    }
+
+    /// Nothing to purge: the file is the operator's to rotate.
+    fn purge_some(&mut self, _now: DateTime<Utc>, _limit: usize) -> Result<usize> {
+        Ok(0)
     }
 
     /// One line per delivery outcome (schema `privacy-milter.delivery.v1`), beside the events.

@@ -2,15 +2,16 @@
 
 use crate::{
     event::Event,
-    store::{Flush, Result, Store},
+    store::{Flush, Result, Sink},
     transit::{Delivery, Transit},
 };
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tracing::info;
 
 pub struct LogSink;
 
-impl Store for LogSink {
+impl Sink for LogSink {
     fn name(&self) -> &'static str {
         "log"
     }
@@ -20,6 +21,11 @@ impl Store for LogSink {
             info!(target: "privacy_milter::event", queue_id = event.queue_id.as_deref().unwrap_or("-"), event = %event.to_json(), "event");
         }
         Ok(None)
+    }
+
+    /// Nothing to purge: the lines are the log's.
+    fn purge_some(&mut self, _now: DateTime<Utc>, _limit: usize) -> Result<usize> {
+        Ok(0)
     }
 
     fn record_transit(&mut self, _transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {

@@ -1,19 +1,24 @@
-//! Where events are kept. Every back end implements [`Store`], whole in one place:
+//! Where events are kept. Every sink of `events.sinks` is a [`Sink`]: it writes batches,
+//! purges what expired and records what tracking learnt. The two that keep events to answer
+//! for are [`Ledger`]s too:
 //!
-//! - [`sqlite`]: the ledger in SQLite (sink `ledger`, the default): schema, queries, and the
-//!   WAL handling that makes the writer's group commits cheap and durable;
+//! - [`sqlite`]: the ledger in SQLite (sink `ledger`, the default), with the WAL handling
+//!   that makes the writer's group commits cheap and durable;
 //! - [`postgres`]: the ledger in PostgreSQL (sink `postgres`), shared by several MTAs, with
 //!   its local spool for when the database cannot take events;
 //! - `jsonl` and `log`: streams that write and keep nothing to ask.
 //!
-//! The event writer (`crate::writer`) writes batches to the stores [`open_sinks`] opens; the
-//! `ledger` commands ask the one [`open_ledger`] opens.
+//! The event writer (`crate::writer`) writes to the sinks [`open_sinks`] opens; the commands,
+//! the report and the audit ask the ledger [`open_ledger`] opens; `privacy-milter track` asks
+//! one ledger and records in every sink ([`open_for_tracker`]). Every ledger answers the same
+//! (`tests/it/ledger_contract.rs` holds them to it).
 
 mod jsonl;
 mod log;
-pub mod postgres;
-pub mod sqlite;
+mod postgres;
+mod sqlite;
 
+use self::{postgres::PgLedger, sqlite::SqliteLedger};
 use crate::{
     config::{Config, SinkKind},
     event::Event,
@@ -74,8 +79,6 @@ pub enum StoreError {
     /// An event that cannot be stored as it is.
     #[error("{0}")]
     InvalidEvent(String),
-    #[error("the {0} sink keeps no events to ask")]
-    NotALedger(&'static str),
     /// Written only as text: a message of an earlier error, e.g. one kept for a batch.
     #[error("{0}")]
     Other(String),
@@ -120,9 +123,9 @@ pub trait Flush: Send + Sync {
     fn flush(&self) -> Result<()>;
 }
 
-/// A place events are kept. The writer calls [`Store::write`] and [`Store::purge_some`]; the
-/// `ledger` commands call the queries, which only the ledgers (SQLite, PostgreSQL) answer.
-pub trait Store: Send {
+/// Where the writer puts events: each of `events.sinks`. The streams (`jsonl`, `log`) are
+/// sinks only; the ledgers are [`Ledger`]s too.
+pub trait Sink: Send {
     /// The sink's name in `events.sinks`.
     fn name(&self) -> &'static str;
 
@@ -132,77 +135,56 @@ pub trait Store: Send {
 
     /// Deletes at most `limit` of the events expired at `now`, oldest expiry first; returns
     /// how many went. Fewer than `limit` means the purge is done.
-    fn purge_some(&mut self, _now: DateTime<Utc>, _limit: usize) -> Result<usize> {
-        Ok(0)
-    }
-
-    /// The events matching `filter`, oldest first.
-    fn find(&mut self, _filter: &Filter) -> Result<Vec<Event>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
-
-    /// Deletes the events matching `filter`, bytes included; returns how many.
-    fn erase(&mut self, _filter: &Filter) -> Result<usize> {
-        Err(StoreError::NotALedger(self.name()))
-    }
-
-    /// Events with `since <= time < until`, oldest first.
-    fn export(
-        &mut self,
-        _since: Option<DateTime<Utc>>,
-        _until: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Event>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
-
-    fn stats(&mut self) -> Result<Stats> {
-        Err(StoreError::NotALedger(self.name()))
-    }
-
-    /// The transit record of the message `queue_id` accepted on one of `hosts` (the latest
-    /// still open, else the latest); None when no transit event has that queue id.
-    fn transit(&mut self, _queue_id: &str, _hosts: &[String]) -> Result<Option<Transit>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn purge_some(&mut self, now: DateTime<Utc>, limit: usize) -> Result<usize>;
 
     /// Records what tracking learnt, in one transaction: changed transit records and new
     /// delivery outcomes (one already recorded, by its id, is left as is). Streams write each
     /// delivery as a line (schema `privacy-milter.delivery.v1`) and keep no records.
-    fn record_transit(&mut self, _transits: &[Transit], _deliveries: &[Delivery]) -> Result<()> {
-        Ok(())
-    }
+    fn record_transit(&mut self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()>;
+}
+
+/// A sink that keeps the events and answers for them (SQLite, PostgreSQL): the `ledger`,
+/// `transit` and `report` commands, the audit and the tracker ask it.
+pub trait Ledger: Sink {
+    /// The events matching `filter`, oldest first.
+    fn find(&mut self, filter: &Filter) -> Result<Vec<Event>>;
+
+    /// Deletes the events matching `filter`, bytes included, with their transit records and
+    /// deliveries; returns how many.
+    fn erase(&mut self, filter: &Filter) -> Result<usize>;
+
+    /// Events with `since <= time < until`, oldest first.
+    fn export(
+        &mut self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>>;
+
+    fn stats(&mut self) -> Result<Stats>;
+
+    /// The transit record of the message `queue_id` accepted on one of `hosts` (the latest
+    /// still open, else the latest); None when no transit event has that queue id.
+    fn transit(&mut self, queue_id: &str, hosts: &[String]) -> Result<Option<Transit>>;
 
     /// The transit messages `query` selects, oldest first, with their deliveries.
-    fn transits(&mut self, _query: &TransitQuery) -> Result<Vec<Lifecycle>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn transits(&mut self, query: &TransitQuery) -> Result<Vec<Lifecycle>>;
 
     /// The lifecycles of these events (those that are transit messages), for `ledger query`
     /// and `export`.
-    fn lifecycles(&mut self, _events: &[Event]) -> Result<Vec<Lifecycle>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn lifecycles(&mut self, events: &[Event]) -> Result<Vec<Lifecycle>>;
 
     /// For the report: events expiring at `from` or later, counted per day of expiry (UTC).
-    fn expiring_per_day(&mut self, _from: DateTime<Utc>) -> Result<Vec<DayCount>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn expiring_per_day(&mut self, from: DateTime<Utc>) -> Result<Vec<DayCount>>;
 
     /// For the report: events recorded at `from` or later, counted per day of their time (UTC).
-    fn recorded_per_day(&mut self, _from: DateTime<Utc>) -> Result<Vec<DayCount>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn recorded_per_day(&mut self, from: DateTime<Utc>) -> Result<Vec<DayCount>>;
 
     /// For the audit: the events that expired before `before` and are still held.
-    fn overdue(&mut self, _before: DateTime<Utc>) -> Result<Overdue> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn overdue(&mut self, before: DateTime<Utc>) -> Result<Overdue>;
 
     /// For the report: the state and times of the transit messages accepted at `since` or
     /// later.
-    fn transit_times(&mut self, _since: DateTime<Utc>) -> Result<Vec<TransitTimes>> {
-        Err(StoreError::NotALedger(self.name()))
-    }
+    fn transit_times(&mut self, since: DateTime<Utc>) -> Result<Vec<TransitTimes>>;
 }
 
 /// How many events of a retention class and direction fall on a day (UTC, `2026-11-26`).
@@ -231,10 +213,10 @@ pub struct TransitTimes {
 }
 
 /// Deletes every event expired at `now`, a chunk at a time; returns how many.
-pub fn purge_all(store: &mut dyn Store, now: DateTime<Utc>) -> Result<usize> {
+pub fn purge_all(ledger: &mut dyn Ledger, now: DateTime<Utc>) -> Result<usize> {
     let mut total = 0;
     loop {
-        let n = store.purge_some(now, PURGE_CHUNK)?;
+        let n = ledger.purge_some(now, PURGE_CHUNK)?;
         total += n;
         if n < PURGE_CHUNK {
             return Ok(total);
@@ -349,55 +331,78 @@ pub struct Stats {
     pub next_expiry: Option<String>,
 }
 
-/// Who opens the stores: the writer (ledgers with their writer's machinery: WAL keeper,
-/// spool) or `privacy-milter track` (ledgers as the commands open them; the daemon's are the
+/// Whether the sink keeps events to answer for: a [`Ledger`].
+fn is_ledger(kind: SinkKind) -> bool {
+    matches!(kind, SinkKind::Ledger | SinkKind::Postgres)
+}
+
+/// Who opens a sink: the writer (ledgers with their writer's machinery: WAL keeper, spool)
+/// or `privacy-milter track` (ledgers as the commands open them; the daemon's are the
 /// writer's).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Opener {
     Writer,
     Tracker,
 }
 
-/// Opens the stores `events.sinks` names; fails at once if one cannot be opened.
-fn open_stores(config: &Config, by: Opener) -> Result<Vec<Box<dyn Store>>> {
-    config
-        .events
-        .sinks
-        .iter()
-        .map(|kind| -> Result<Box<dyn Store>> {
-            Ok(match (kind, by) {
-                (SinkKind::Jsonl, _) => {
-                    Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?)
-                }
-                (SinkKind::Ledger, Opener::Writer) => {
-                    Box::new(sqlite::SqliteStore::for_writer(&config.events.ledger)?)
-                }
-                (SinkKind::Ledger, Opener::Tracker) => Box::new(sqlite::SqliteStore::for_tracker(
-                    &config.events.ledger.path,
-                )?),
-                (SinkKind::Postgres, Opener::Writer) => {
-                    Box::new(postgres::PgStore::for_writer(config)?)
-                }
-                (SinkKind::Postgres, Opener::Tracker) => {
-                    Box::new(postgres::PgStore::connect(config)?)
-                }
-                (SinkKind::Log, _) => Box::new(log::LogSink),
-            })
-        })
-        .collect()
+fn open_sink(config: &Config, kind: SinkKind, by: Opener) -> Result<Box<dyn Sink>> {
+    let ledger = &config.events.ledger;
+    Ok(match (kind, by) {
+        (SinkKind::Ledger, Opener::Writer) => Box::new(SqliteLedger::for_writer(ledger)?),
+        (SinkKind::Ledger, Opener::Tracker) => Box::new(SqliteLedger::for_tracker(&ledger.path)?),
+        (SinkKind::Postgres, Opener::Writer) => Box::new(PgLedger::for_writer(config)?),
+        (SinkKind::Postgres, Opener::Tracker) => Box::new(PgLedger::connect(config)?),
+        (SinkKind::Jsonl, _) => Box::new(jsonl::JsonlSink::open(&config.events.jsonl.path)?),
+        (SinkKind::Log, _) => Box::new(log::LogSink),
+    })
 }
 
-/// Opens the stores `events.sinks` names, for the writer.
-pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Store>>> {
+/// Opens the sinks `events.sinks` names, for the writer; fails at once if one cannot be
+/// opened.
+pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
     if !config.events.enabled {
         return Ok(Vec::new());
     }
-    open_stores(config, Opener::Writer)
+    let sinks = &config.events.sinks;
+    sinks
+        .iter()
+        .map(|kind| open_sink(config, *kind, Opener::Writer))
+        .collect()
 }
 
-/// Opens the stores `events.sinks` names for `privacy-milter track`.
-pub fn open_trackers(config: &Config) -> Result<Vec<Box<dyn Store>>> {
-    open_stores(config, Opener::Tracker)
+/// What `privacy-milter track` records in: the ledger that answers its lookups (the first
+/// ledger in `events.sinks`), and the other sinks, which record what it learns too, in the
+/// same order (ledgers first).
+pub struct TrackerSinks {
+    pub ledger: Box<dyn Ledger>,
+    pub others: Vec<Box<dyn Sink>>,
+}
+
+/// Opens the sinks `events.sinks` names, in order, for `privacy-milter track`; None when
+/// none of them is a ledger.
+pub fn open_for_tracker(config: &Config) -> Result<Option<TrackerSinks>> {
+    let sinks = &config.events.sinks;
+    if !sinks.iter().copied().any(is_ledger) {
+        return Ok(None);
+    }
+    let (mut ledger, mut others) = (None, Vec::new());
+    for &kind in sinks {
+        if ledger.is_none() && is_ledger(kind) {
+            ledger = Some(if kind == SinkKind::Ledger {
+                Box::new(SqliteLedger::for_tracker(&config.events.ledger.path)?) as Box<dyn Ledger>
+            } else {
+                Box::new(PgLedger::connect(config)?)
+            });
+        } else {
+            others.push((kind, open_sink(config, kind, Opener::Tracker)?));
+        }
+    }
+    // A second ledger records before the streams, as the first does.
+    others.sort_by_key(|(kind, _)| !is_ledger(*kind));
+    Ok(ledger.map(|ledger| TrackerSinks {
+        ledger,
+        others: others.into_iter().map(|(_, sink)| sink).collect(),
+    }))
 }
 
 /// Whether the ledger is the PostgreSQL one: sink `postgres` without sink `ledger`.
@@ -408,11 +413,11 @@ pub fn ledger_on_postgres(config: &Config) -> bool {
 
 /// Opens the ledger for the commands: PostgreSQL when events go there rather than to the
 /// SQLite ledger, otherwise SQLite.
-pub fn open_ledger(config: &Config) -> Result<Box<dyn Store>> {
+pub fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>> {
     if ledger_on_postgres(config) {
-        return Ok(Box::new(postgres::PgStore::connect(config)?));
+        return Ok(Box::new(PgLedger::connect(config)?));
     }
-    Ok(Box::new(sqlite::SqliteStore::for_commands(
+    Ok(Box::new(SqliteLedger::for_commands(
         &config.events.ledger.path,
     )?))
 }

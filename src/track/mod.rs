@@ -23,7 +23,7 @@ use crate::{
     keys,
     metrics::{label, TRACKER},
     privacy::Pseudonymiser,
-    store::{self, Store, StoreError, TransitQuery},
+    store::{self, Ledger, Sink, StoreError, TransitQuery},
     transit::{self, Delivery, Step, Transit, DELIVERY_SCHEMA},
 };
 use chrono::{DateTime, Utc};
@@ -219,8 +219,10 @@ fn file_line_key(after: &follow::Position) -> String {
 struct Tracker<'a> {
     config: &'a Config,
     mta: parse::Mta,
-    /// The store that holds the ledger (first) and the streams.
-    stores: Vec<Box<dyn Store>>,
+    /// The ledger that answers the lookups.
+    ledger: Box<dyn Ledger>,
+    /// The other sinks, which record what tracking learns too.
+    others: Vec<Box<dyn Sink>>,
     pseudonymiser: Pseudonymiser,
     /// Names this host's events carry (the PostgreSQL ledger is shared by several hosts).
     hosts: Vec<String>,
@@ -231,6 +233,27 @@ struct Tracker<'a> {
     local_agents: Vec<String>,
     /// The state of each record this batch looked up, as it was, for the metrics.
     before: HashMap<transit::StoreKey, transit::State>,
+}
+
+/// Runs `record` until the sink (named `sink`) takes it, pausing longer after each failure,
+/// or until asked to stop.
+fn retrying(
+    sink: &str,
+    stop: &AtomicBool,
+    mut record: impl FnMut() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match record() {
+            Ok(()) => return Ok(()),
+            Err(e) if !stop.load(Ordering::Relaxed) => {
+                error!(target: TARGET, "cannot record deliveries in the {sink} sink ({e}); trying again in {}s", pause.as_secs());
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Counts a record's move into a settled state, and the time to acknowledgement.
@@ -281,17 +304,9 @@ pub async fn serve_metrics(
 /// queue once and returns.
 pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts, TrackError> {
     let t = &config.tracking;
-    if !config.events.sinks.iter().any(|s| {
-        matches!(
-            s,
-            crate::config::SinkKind::Ledger | crate::config::SinkKind::Postgres
-        )
-    }) {
+    let Some(sinks) = store::open_for_tracker(config)? else {
         return Err(TrackError::NoLedger);
-    }
-    let mut stores = store::open_trackers(config)?;
-    // The ledger answers the lookups: put it first.
-    stores.sort_by_key(|s| !matches!(s.name(), "ledger" | "postgres"));
+    };
     let saved = state::load(&t.state).map_err(|source| TrackError::State {
         path: t.state.clone(),
         source,
@@ -303,7 +318,8 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
             Mta::Postfix => parse::Mta::Postfix,
             Mta::Sendmail => parse::Mta::Sendmail,
         },
-        stores,
+        ledger: sinks.ledger,
+        others: sinks.others,
         pseudonymiser: pseudonymiser(config),
         hosts: host_names(config),
         counts: Counts::default(),
@@ -397,10 +413,6 @@ fn host_names(config: &Config) -> Vec<String> {
 }
 
 impl Tracker<'_> {
-    fn ledger(&mut self) -> &mut dyn Store {
-        self.stores[0].as_mut()
-    }
-
     /// The transit record of `queue_id`, from this batch's changes or the ledger.
     fn transit<'t>(
         &mut self,
@@ -409,7 +421,7 @@ impl Tracker<'_> {
     ) -> Result<Option<&'t mut Transit>, StoreError> {
         if !changed.contains_key(queue_id) {
             let hosts = self.hosts.clone();
-            match self.ledger().transit(queue_id, &hosts)? {
+            match self.ledger.transit(queue_id, &hosts)? {
                 Some(t) => {
                     self.before.insert(t.key.clone(), t.state);
                     changed.insert(queue_id.to_string(), t);
@@ -461,19 +473,14 @@ impl Tracker<'_> {
         }
         let transits: Vec<Transit> = changed.into_values().collect();
         let before = std::mem::take(&mut self.before);
-        for store in 0..self.stores.len() {
-            let mut pause = Duration::from_secs(1);
-            loop {
-                match self.stores[store].record_transit(&transits, &deliveries) {
-                    Ok(()) => break,
-                    Err(e) if !stop.load(Ordering::Relaxed) => {
-                        error!(target: TARGET, "cannot record deliveries in the {} sink ({e}); trying again in {}s", self.stores[store].name(), pause.as_secs());
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_secs(60));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        let ledger = &mut self.ledger;
+        retrying(ledger.name(), stop, || {
+            ledger.record_transit(&transits, &deliveries)
+        })?;
+        for sink in &mut self.others {
+            retrying(sink.name(), stop, || {
+                sink.record_transit(&transits, &deliveries)
+            })?;
         }
         self.counts.deliveries += deliveries.len() as u64;
         for d in &deliveries {
@@ -578,7 +585,7 @@ impl Tracker<'_> {
             // Sendmail's queue is not read: the log alone says what is held.
             Mta::Sendmail => None,
         };
-        let open = self.ledger().transits(&TransitQuery {
+        let open = self.ledger.transits(&TransitQuery {
             open_only: true,
             ..Default::default()
         })?;
@@ -642,7 +649,7 @@ impl Tracker<'_> {
         }
         self.missing = missing;
         if !changed.is_empty() {
-            self.ledger().record_transit(&changed, &[])?;
+            self.ledger.record_transit(&changed, &[])?;
         }
         Ok(())
     }

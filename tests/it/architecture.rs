@@ -39,7 +39,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file of `src/` belongs to (`src/store/sqlite/db.rs`: `store`).
+/// The top-level module a file of `src/` belongs to (`src/store/sqlite/wal.rs`: `store`).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let relative = file.strip_prefix(src).unwrap();
     let first = relative.components().next()?.as_os_str().to_str()?;

@@ -8,8 +8,14 @@ use std::process::Command;
 async fn query_erase_export_stats() {
     let milter = Milter::start("ledger/privacy-milter.toml").await;
     send_three(&milter).await;
+    commands_answer_for_the_three(&milter);
+}
 
-    let (ok, out, err) = ledger_cmd(&milter, &["stats"]);
+/// What the `ledger` commands of the real binary answer after [`send_three`], the same on
+/// every back end (what the ledgers themselves answer is the contract's, `ledger_contract`):
+/// stats per class, the queries, an export as the events were written, a range, an erasure.
+pub(crate) fn commands_answer_for_the_three(milter: &Milter) {
+    let (ok, out, err) = ledger_cmd(milter, &["stats"]);
     assert!(ok, "{err}");
     assert!(out.contains("events: 3"), "{out}");
     assert!(
@@ -19,21 +25,28 @@ async fn query_erase_export_stats() {
         "{out}"
     );
 
-    assert_queries_find_the_three(&milter);
+    assert_queries_find_the_three(milter);
+    let (ok, out, err) = ledger_cmd(milter, &["export"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_lines(&out),
+        milter.events(),
+        "export gives back the events as written"
+    );
     let (ok, out, _) = ledger_cmd(
-        &milter,
+        milter,
         &["export", "--since", "2000-01-01", "--until", "2000-01-02"],
     );
     assert!(ok);
     assert_eq!(out, "");
 
-    let (ok, out, _) = ledger_cmd(&milter, &["erase", "--address", "eve@remote.example"]);
+    let (ok, out, _) = ledger_cmd(milter, &["erase", "--address", "eve@remote.example"]);
     assert!(ok);
     assert_eq!(out, "erased 2 events\n");
-    let (_, out, _) = ledger_cmd(&milter, &["export"]);
+    let (_, out, _) = ledger_cmd(milter, &["export"]);
     assert_eq!(out.lines().count(), 1);
     assert!(out.contains("4Internal"));
-    let (_, out, _) = ledger_cmd(&milter, &["query", "--ip", "198.51.100.9"]);
+    let (_, out, _) = ledger_cmd(milter, &["query", "--ip", "198.51.100.9"]);
     assert!(out.starts_with("0 events held"), "{out}");
 }
 

@@ -49,6 +49,7 @@ mod internal;
 mod key_ring;
 mod keys;
 mod ledger;
+mod ledger_contract;
 mod ledger_faults;
 mod local_submission;
 mod logging;

@@ -31,15 +31,15 @@ fn script() -> PathBuf {
 }
 
 /// A private PostgreSQL cluster, stopped on drop.
-struct Pg {
+pub(crate) struct Pg {
     dir: TempDir,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Pg {
     /// Starts a cluster, or returns `None` (having said so) when PostgreSQL is missing and
     /// not required.
-    fn start(test: &str) -> Option<Self> {
+    pub(crate) fn start(test: &str) -> Option<Self> {
         Self::start_with(test, &[])
     }
 
@@ -103,7 +103,7 @@ impl Pg {
 
     /// Runs a query on a thread of its own (the sync client cannot run inside the test's
     /// runtime) and returns the rows as strings.
-    fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+    pub(crate) fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         let url = self.url.clone();
         let sql = sql.to_string();
         std::thread::spawn(move || {
@@ -254,54 +254,7 @@ async fn ledger_commands_on_postgres() {
     let (ok, out, err) = ledger_cmd(&milter, &["stats"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("ledger: postgres postgresql://"), "{out}");
-    assert!(out.contains("events: 3"), "{out}");
-    assert!(
-        out.contains("class inbound")
-            && out.contains("class relay")
-            && out.contains("class internal"),
-        "{out}"
-    );
-
-    assert_queries_find_the_three(&milter);
-    let (ok, out, _) = ledger_cmd(&milter, &["export"]);
-    assert!(ok);
-    let exported = json_lines(&out);
-    assert_eq!(
-        exported,
-        milter.events(),
-        "export gives back the events as written"
-    );
-    let (ok, out, _) = ledger_cmd(
-        &milter,
-        &["export", "--since", "2000-01-01", "--until", "2000-01-02"],
-    );
-    assert!(ok);
-    assert_eq!(out, "");
-
-    // The relay event is kept 1s; wait until that has passed.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (ok, out, err) = ledger_cmd(&milter, &["purge"]);
-    assert!(ok, "{err}");
-    assert_eq!(out, "purged 1 expired events\n");
-    assert_eq!(pg.value("SELECT COUNT(*) FROM events"), "2");
-
-    let (ok, out, _) = ledger_cmd(&milter, &["erase", "--address", "eve@remote.example"]);
-    assert!(ok);
-    assert_eq!(out, "erased 1 events\n");
-    let (_, out, _) = ledger_cmd(&milter, &["export"]);
-    assert_eq!(out.lines().count(), 1);
-    assert!(out.contains("4Internal"));
-    let (_, out, _) = ledger_cmd(&milter, &["query", "--ip", "198.51.100.9"]);
-    assert!(out.starts_with("0 events held"), "{out}");
-    // The subjects of erased events go with them.
-    assert_eq!(
-        pg.value("SELECT COUNT(*) FROM subjects WHERE seq NOT IN (SELECT seq FROM events)"),
-        "0"
-    );
-    assert_eq!(
-        pg.value("SELECT COUNT(*) FROM subjects WHERE value LIKE '%eve@remote.example'"),
-        "0"
-    );
+    crate::ledger::commands_answer_for_the_three(&milter);
 
     // With the server gone the commands fail and say why.
     pg.stop();

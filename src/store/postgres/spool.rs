@@ -1,19 +1,38 @@
-//! The local files of the PostgreSQL sink: the spool, where events wait while the
-//! database cannot take them, and the rejects file, where events it refused for good wait
-//! for the operator. Both are JSON lines, appended and fsynced.
+//! What the writer keeps beside the PostgreSQL ledger: the spool, where events wait while
+//! the database cannot take them, and the rejects file, where events it refused for good
+//! wait for the operator (both JSON lines, appended and fsynced), and when to try the
+//! database again.
+//!
+//! While PostgreSQL is unreachable, or a write fails, the batch is appended to the spool file
+//! (`events.postgres.spool`: one event as JSON per line, fsynced) and counts as written: the
+//! event is durable there. Before every later write, and at every purge, the spool is
+//! replayed into PostgreSQL in order, before anything newer; it is emptied only once the
+//! replay has committed. Events are inserted by id with `ON CONFLICT DO NOTHING`, so a replay
+//! cut short (a crash between commit and truncation) never duplicates anything.
+//!
+//! After a failure, the database is not tried again for a moment (longer when the failed
+//! attempt was slow, e.g. a connect timeout), so an outage does not make every message wait.
+//!
+//! An event the database refuses for good (a value it does not take: see
+//! [`StoreError::refused_for_good`]) would otherwise block the spool forever. It is moved
+//! instead to the rejects file beside the spool (`SPOOL.rejected`, same format), logged at
+//! error level, and the others go on; the rejects file is purged of expired events like the
+//! ledger.
 
+use super::{events, pool::Pool, TARGET};
 use crate::{
     event::Event,
     metrics::DAEMON,
-    store::{self, StoreError},
+    store::{Result, StoreError},
 };
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufRead, BufReader, Write},
     os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
-use tracing::error;
+use tracing::{error, info, warn};
 
 /// Most spooled events replayed in one transaction.
 const REPLAY_CHUNK: usize = 500;
@@ -136,10 +155,7 @@ impl Spool {
     /// Hands every spooled event to `insert`, in order and in chunks; returns how many.
     /// A line that does not parse (cut short by a crash before its write was confirmed) is
     /// logged and skipped.
-    pub(super) fn replay(
-        &self,
-        mut insert: impl FnMut(&[Event]) -> store::Result<()>,
-    ) -> store::Result<usize> {
+    pub(super) fn replay(&self, mut insert: impl FnMut(&[Event]) -> Result<()>) -> Result<usize> {
         let named = |e| StoreError::io(&self.path, e);
         let reader = BufReader::new(File::open(&self.path).map_err(named)?);
         let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
@@ -152,7 +168,7 @@ impl Spool {
             match serde_json::from_str::<Event>(&line) {
                 Ok(event) => chunk.push(event),
                 Err(e) => error!(
-                    target: super::TARGET,
+                    target: TARGET,
                     "skipping a damaged line of the spool {}: {e}: {line}",
                     self.path.display()
                 ),
@@ -176,5 +192,129 @@ impl Spool {
         self.held = 0;
         DAEMON.postgres_spooled.set(0);
         Ok(())
+    }
+}
+
+/// What the writer keeps beside the database.
+pub(super) struct Local {
+    pub(super) spool: Spool,
+    pub(super) rejects: Rejects,
+    /// A warning about the outage has been logged and no write has succeeded since.
+    outage: bool,
+    /// No attempt on the database before this.
+    retry_at: Option<Instant>,
+}
+
+impl Local {
+    pub(super) fn new(spool: Spool, rejects: Rejects) -> Self {
+        Self {
+            spool,
+            rejects,
+            outage: false,
+            retry_at: None,
+        }
+    }
+
+    fn may_try(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Replays the spool (if anything is in it) and then `batch` into the database.
+    fn try_write(&mut self, pool: &Pool, batch: &[Event]) -> Result<()> {
+        if !self
+            .spool
+            .is_empty()
+            .map_err(|e| StoreError::io(&self.spool.path, e))?
+        {
+            let rejects = &mut self.rejects;
+            let replayed = self
+                .spool
+                .replay(|chunk| insert_or_reject(pool, rejects, chunk))?;
+            self.spool.clear().map_err(|e| {
+                StoreError::Other(format!(
+                    "cannot empty the spool {}: {e}",
+                    self.spool.path.display()
+                ))
+            })?;
+            info!(
+                target: TARGET,
+                "replayed {replayed} spooled events from {} into PostgreSQL",
+                self.spool.path.display()
+            );
+        }
+        if !batch.is_empty() {
+            insert_or_reject(pool, &mut self.rejects, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Tries the database, unless it failed a moment ago; true when it took everything.
+    pub(super) fn attempt(&mut self, pool: &Pool, batch: &[Event]) -> bool {
+        if !self.may_try() {
+            return false;
+        }
+        let started = Instant::now();
+        match self.try_write(pool, batch) {
+            Ok(()) => {
+                if self.outage {
+                    info!(target: TARGET, "PostgreSQL at {} takes events again", pool.url());
+                }
+                self.outage = false;
+                self.retry_at = None;
+                true
+            }
+            Err(e) => {
+                if !self.outage {
+                    warn!(
+                        target: TARGET,
+                        "PostgreSQL at {} cannot take events ({e}); they go to the spool {} until it can",
+                        pool.url(),
+                        self.spool.path.display()
+                    );
+                    self.outage = true;
+                }
+                let pause =
+                    (started.elapsed() * 6).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                self.retry_at = Some(Instant::now() + pause);
+                false
+            }
+        }
+    }
+}
+
+/// Inserts `events`. When the database refuses the batch for good, inserts them one by one
+/// (in order) and moves those it refuses to the rejects file. Fails only for what may pass.
+fn insert_or_reject(pool: &Pool, rejects: &mut Rejects, events: &[Event]) -> Result<()> {
+    // Each insert gives its connection back before the next takes one (with a pool of one,
+    // a connection held across the match would wait for itself).
+    let insert = |batch: &[Event]| events::insert(&mut *pool.get()?, batch);
+    match insert(events) {
+        Ok(_) => Ok(()),
+        Err(e) if e.refused_for_good() => {
+            for event in events {
+                match insert(std::slice::from_ref(event)) {
+                    Ok(_) => {}
+                    Err(e) if e.refused_for_good() => {
+                        rejects.add(event).map_err(|io| {
+                            StoreError::Other(format!(
+                                "PostgreSQL refuses event {} ({e}) and the rejects file {} cannot be written: {io}",
+                                event.id,
+                                rejects.path.display()
+                            ))
+                        })?;
+                        DAEMON.postgres_rejected.inc();
+                        error!(
+                            target: TARGET,
+                            "PostgreSQL refuses event {} for good ({e}); it is kept in {}",
+                            event.id,
+                            rejects.path.display()
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }

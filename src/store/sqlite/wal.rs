@@ -17,12 +17,13 @@
 //! the WAL is kept at its working size ahead of the commits ([`Runway`]), so that flush never
 //! has to commit a new file size too.
 
-use super::db::Db;
+use super::{events, named, schema};
 use crate::{
     config::Synchronous,
     event::Event,
     store::{Flush, Result, StoreError},
 };
+use rusqlite::Connection;
 use std::{
     fs::File,
     io,
@@ -172,27 +173,35 @@ fn fill_runway(runway: &mut Option<Runway>, wal: &WalFile) {
 
 impl WalKeeper {
     /// Starts the checkpointer on a connection of its own and, with `synchronous = "full"`,
-    /// opens the WAL that `db` (the writer's connection, open without autocheckpoints)
+    /// opens the WAL that `conn` (the writer's connection, open without autocheckpoints)
     /// created, and fills it to its working size.
-    pub(super) fn start(db: &mut Db, synchronous: Synchronous) -> Result<Self> {
-        let background = Db::open_with(db.path(), Synchronous::Normal)?;
+    pub(super) fn start(
+        conn: &mut Connection,
+        path: &Path,
+        synchronous: Synchronous,
+    ) -> Result<Self> {
+        let background = schema::open(path, Synchronous::Normal)?;
         let (mut wal, mut runway) = (None, None);
         if synchronous == Synchronous::Full {
             // Opening the ledger created the WAL, and the writer's connection keeps it open,
             // so SQLite never deletes it while the sink lives (truncating keeps the file).
-            let wal_path = wal_path(db.path());
-            let named = |e: io::Error| StoreError::io(&wal_path, e);
-            let file = File::options().write(true).open(&wal_path).map_err(named)?;
-            runway = Runway::new(&file, db.page_size()?).map_err(named)?;
+            let wal_path = wal_path(path);
+            let io = |e: io::Error| StoreError::io(&wal_path, e);
+            let file = File::options().write(true).open(&wal_path).map_err(io)?;
+            let page_size = named(path, page_size(conn))?;
+            runway = Runway::new(&file, page_size).map_err(io)?;
             let file = WalFile {
                 file,
                 path: wal_path.clone(),
             };
-            db.with_write_lock(|| fill_runway(&mut runway, &file))?;
+            named(
+                path,
+                with_write_lock(conn, || fill_runway(&mut runway, &file)),
+            )?;
             wal = Some(Arc::new(file));
         }
         Ok(Self {
-            checkpointer: Checkpointer::start(background)?,
+            checkpointer: Checkpointer::start(background, path)?,
             wal,
             runway,
         })
@@ -201,27 +210,67 @@ impl WalKeeper {
     /// Commits a batch; returns the flush that makes it durable, with `synchronous = "full"`.
     pub(super) fn commit(
         &mut self,
-        db: &mut Db,
+        conn: &mut Connection,
+        path: &Path,
         batch: &[Event],
     ) -> Result<Option<Arc<dyn Flush>>> {
         let (wal, runway) = (&self.wal, &mut self.runway);
-        db.insert_then(batch, || {
+        let inserted = events::insert(conn, batch, || {
             // Once after a purge truncated the WAL; otherwise one fstat.
             if let Some(wal) = wal {
                 fill_runway(runway, wal);
             }
-        })?;
+        });
+        named(path, inserted)?;
         let shared = &self.checkpointer.shared;
         shared.dirty.store(true, Ordering::Relaxed);
         if shared.restart.swap(false, Ordering::Relaxed) {
             // The background has copied nearly all of the WAL: this copies the rest, and the
             // next commit starts the WAL over.
-            if let Err(e) = db.checkpoint() {
-                warn!(target: TARGET, "ledger checkpoint: {e}");
+            if let Err(e) = checkpoint(conn) {
+                warn!(target: TARGET, "ledger checkpoint: {}: {e}", path.display());
             }
         }
         Ok(self.wal.clone().map(|wal| wal as Arc<dyn Flush>))
     }
+}
+
+/// The size of the database's pages, and of the WAL's frames less their header.
+fn page_size(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.pragma_query_value(None, "page_size", |r| r.get(0))
+}
+
+/// Calls `locked` while this connection holds SQLite's write lock (an empty write
+/// transaction).
+fn with_write_lock<T>(conn: &mut Connection, locked: impl FnOnce() -> T) -> rusqlite::Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let out = locked();
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Leaves checkpoints to [`checkpoint`] calls: no commit then pays for one.
+pub(super) fn disable_autocheckpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+}
+
+/// Copies what the WAL holds into the database file without blocking the writer or readers
+/// (a passive checkpoint); returns the WAL's size in frames at the time.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+}
+
+/// Copies the whole WAL into the database file and truncates the WAL to nothing, waiting at
+/// most `patience` for other connections; false if they kept it busy. Until then the WAL
+/// holds the pages as they were before events were deleted (and as the WAL is reused, not
+/// rewritten, for as long as the ledger stays open).
+pub(super) fn truncate(conn: &Connection, patience: Duration) -> rusqlite::Result<bool> {
+    conn.busy_timeout(patience)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    conn.busy_timeout(schema::BUSY_TIMEOUT)?;
+    Ok(busy? == 0)
 }
 
 #[derive(Default)]
@@ -240,10 +289,10 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(db: Db) -> Result<Self> {
+    fn start(conn: Connection, path: &Path) -> Result<Self> {
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
-        let db_path = db.path().to_path_buf();
+        let ledger = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("ledger-checkpoint".into())
             .spawn(move || loop {
@@ -259,18 +308,18 @@ impl Checkpointer {
                 if !s.dirty.swap(false, Ordering::Relaxed) {
                     continue;
                 }
-                match db.checkpoint() {
+                match checkpoint(&conn) {
                     Ok(frames) if frames >= RESTART_FRAMES => {
                         // Once more, to copy what came in meanwhile; then the writer's own
                         // checkpoint has only a moment's frames left to copy.
-                        let _ = db.checkpoint();
+                        let _ = checkpoint(&conn);
                         s.restart.store(true, Ordering::Relaxed);
                     }
                     Ok(_) => {}
-                    Err(e) => warn!(target: TARGET, "ledger checkpoint: {e}"),
+                    Err(e) => warn!(target: TARGET, "ledger checkpoint: {}: {e}", ledger.display()),
                 }
             })
-            .map_err(|e| StoreError::io(db_path, e))?;
+            .map_err(|e| StoreError::io(path, e))?;
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -285,5 +334,293 @@ impl Drop for Checkpointer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::LedgerConfig,
+        store::{sqlite::SqliteLedger, Sink},
+    };
+
+    /// A ledger named `name` in `dir`.
+    fn config_in(dir: &Path, name: &str, synchronous: Synchronous) -> LedgerConfig {
+        LedgerConfig {
+            path: dir.join(name),
+            synchronous,
+        }
+    }
+
+    fn wal_len(config: &LedgerConfig) -> u64 {
+        std::fs::metadata(wal_path(&config.path)).map_or(0, |m| m.len())
+    }
+
+    /// With `full`, every write hands back a flush of the WAL itself (the file SQLite
+    /// appends the commit to); with `normal`, none.
+    #[test]
+    fn full_hands_the_wal_to_the_syncer() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (synchronous, flushed) in [(Synchronous::Full, true), (Synchronous::Normal, false)] {
+            let config = config_in(dir.path(), &format!("{synchronous:?}.sqlite"), synchronous);
+            let mut sink = SqliteLedger::for_writer(&config).unwrap();
+            for n in 0..2 {
+                let flush = sink
+                    .write(&[crate::event::sample(&format!("4Q{n}"), "a@remote.example")])
+                    .unwrap();
+                assert_eq!(flush.is_some(), flushed, "{synchronous:?}");
+                if let Some(flush) = flush {
+                    flush.flush().unwrap();
+                }
+            }
+            if let Some(wal) = &sink.keeper.as_ref().unwrap().wal {
+                let on_disk = std::fs::metadata(wal_path(&config.path)).unwrap();
+                let held = wal.file.metadata().unwrap();
+                assert_eq!((held.dev(), held.ino()), (on_disk.dev(), on_disk.ino()));
+                assert!(held.len() > 0, "the commits went to this file");
+            } else {
+                assert!(!flushed, "the WAL was never opened");
+            }
+        }
+    }
+
+    /// A temporary directory on a disk (the runway is only kept there), in the target
+    /// directory: /tmp may be a tmpfs.
+    fn disk_tempdir() -> tempfile::TempDir {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::tempdir_in(target).unwrap();
+        let fs = nix::sys::statfs::statfs(dir.path()).unwrap();
+        assert_ne!(
+            fs.filesystem_type(),
+            nix::sys::statfs::TMPFS_MAGIC,
+            "the target directory is on a tmpfs"
+        );
+        dir
+    }
+
+    /// How many events the ledger at `path` holds, through a connection of its own.
+    fn events_in(path: &Path) -> u64 {
+        let conn = schema::open(path, Synchronous::Full).unwrap();
+        events::stats(&conn).unwrap().total
+    }
+
+    fn event(n: usize) -> Event {
+        crate::event::sample(&format!("4R{n:04}"), "a@remote.example")
+    }
+
+    /// The WAL is at its working size from the start: the commits write over zeros and
+    /// never extend the file. SQLite takes the zeros for no frame, in the daemon and in a
+    /// copy of the files as a crash would leave them.
+    #[test]
+    fn commits_write_over_the_runway() {
+        let dir = disk_tempdir();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        let working_size = sink
+            .keeper
+            .as_ref()
+            .unwrap()
+            .runway
+            .as_ref()
+            .expect("a runway on a disk")
+            .working_size;
+        assert!(working_size > 64 << 20, "{working_size}");
+        assert_eq!(wal_len(&config), working_size, "filled at open");
+        for n in 1..=20 {
+            sink.write(&[event(n)]).unwrap().unwrap().flush().unwrap();
+        }
+        assert_eq!(wal_len(&config), working_size, "a commit extended the WAL");
+        let crashed = dir.path().join("crashed");
+        std::fs::create_dir(&crashed).unwrap();
+        for suffix in ["", "-wal"] {
+            let name = format!("ledger.sqlite{suffix}");
+            std::fs::copy(dir.path().join(&name), crashed.join(&name)).unwrap();
+        }
+        assert_eq!(
+            events_in(&crashed.join("ledger.sqlite")),
+            20,
+            "recovered from the WAL alone"
+        );
+        assert_eq!(events_in(&config.path), 20);
+        drop(sink);
+        assert!(
+            !wal_path(&config.path).exists(),
+            "the last connection removed the WAL"
+        );
+        // Opened again, without a WAL on disk: SQLite makes a new one, and it is filled.
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        assert_eq!(wal_len(&config), working_size);
+        sink.write(&[event(21)]).unwrap().unwrap().flush().unwrap();
+        drop(sink);
+        assert_eq!(events_in(&config.path), 21);
+    }
+
+    /// A runway that cannot be written (here: the WAL open read-only) is given up, with a
+    /// warning; the commit goes on, and the WAL grows as SQLite writes it.
+    #[test]
+    fn a_failing_runway_does_not_fail_the_commit() {
+        let dir = disk_tempdir();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        // As a purge leaves it.
+        assert!(truncate(&sink.conn, schema::BUSY_TIMEOUT).unwrap());
+        assert_eq!(wal_len(&config), 0);
+        let path = wal_path(&config.path);
+        sink.keeper.as_mut().unwrap().wal = Some(Arc::new(WalFile {
+            file: File::open(&path).unwrap(),
+            path: path.clone(),
+        }));
+        sink.write(&[event(1)]).unwrap().unwrap().flush().unwrap();
+        assert!(
+            sink.keeper.as_ref().unwrap().runway.is_none(),
+            "the runway was not given up"
+        );
+        let after = wal_len(&config);
+        assert!(after > 0 && after < 1 << 20, "{after}");
+        drop(sink);
+        assert_eq!(events_in(&config.path), 1);
+    }
+
+    /// Filled only where at least the working size stays free.
+    #[test]
+    fn the_runway_leaves_room_for_the_events() {
+        let mib = 1 << 20;
+        let runway = Runway {
+            working_size: 10 * mib,
+        };
+        assert!(runway.room_for(0, 20 * mib));
+        assert!(!runway.room_for(0, 20 * mib - 1));
+        assert!(runway.room_for(4 * mib, 16 * mib));
+        assert!(!runway.room_for(4 * mib, 16 * mib - 1));
+        assert!(runway.room_for(10 * mib, 10 * mib));
+        assert!(runway.room_for(20 * mib, 10 * mib));
+    }
+
+    /// On a tmpfs a flush costs nothing: no runway.
+    #[test]
+    fn no_runway_on_tmpfs() {
+        let shm = Path::new("/dev/shm");
+        let on_tmpfs = nix::sys::statfs::statfs(shm)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        if !on_tmpfs {
+            eprintln!("skipped: /dev/shm is not a tmpfs here");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        assert!(sink.keeper.as_ref().unwrap().runway.is_none());
+        sink.write(&[event(1)]).unwrap().unwrap().flush().unwrap();
+        assert!(wal_len(&config) < 1 << 20, "{}", wal_len(&config));
+    }
+
+    fn expired(queue_id: &str) -> Event {
+        let mut event = crate::event::sample(queue_id, "eve@remote.example");
+        event.retention.expires_at = "2000-01-01T00:00:00.000Z".into();
+        event
+    }
+
+    /// A reader in the middle of a transaction keeps the WAL from being truncated at the end
+    /// of a purge; the purge does not wait for it, and the next purge truncates it.
+    #[test]
+    fn purged_copies_left_by_a_busy_wal_go_at_the_next_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        sink.write(&[
+            expired("4Expired"),
+            crate::event::sample("4Kept", "a@b.example"),
+        ])
+        .unwrap();
+        let reader = rusqlite::Connection::open(&config.path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let held: i64 = reader
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(held, 2);
+        let now = chrono::Utc::now();
+        let started = std::time::Instant::now();
+        assert_eq!(sink.purge_some(now, 500).unwrap(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the purge waited"
+        );
+        assert!(sink.deleted_in_wal > 0, "the WAL could not be truncated");
+        assert!(wal_len(&config) > 0);
+
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(sink.purge_some(now, 500).unwrap(), 0);
+        assert_eq!(sink.deleted_in_wal, 0);
+        assert_eq!(wal_len(&config), 0, "the next purge truncated the WAL");
+        // The WAL of a ledger on a disk is filled again at the next commit.
+        if let Some(runway) = &sink.keeper.as_ref().unwrap().runway {
+            let working_size = runway.working_size;
+            sink.write(&[event(1)]).unwrap();
+            assert_eq!(wal_len(&config), working_size);
+        }
+    }
+
+    /// The writer never checkpoints on its own, yet the WAL does not grow without end: the
+    /// background copies it, and the writer lets SQLite start it over.
+    #[test]
+    fn wal_is_started_over_while_events_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Normal);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        // One event per commit, back to back: about ten WAL pages each, so 6000 commits would
+        // make a WAL of some 300 MB if it were never started over.
+        let mut largest = 0;
+        for n in 0..6000 {
+            sink.write(&[crate::event::sample(
+                &format!("4Q{n:05}"),
+                "eve@remote.example",
+            )])
+            .unwrap();
+            largest = largest.max(wal_len(&config));
+        }
+        let page = 4096;
+        assert!(
+            largest < 2 * RESTART_FRAMES as u64 * (page + 24),
+            "the WAL grew to {largest} bytes"
+        );
+        assert!(
+            std::fs::metadata(&config.path).unwrap().len() > 1 << 20,
+            "checkpoints copied events into the database file"
+        );
+        drop(sink);
+        assert_eq!(events_in(&config.path), 6000);
+    }
+
+    /// SQLite leaves the WAL at the old path when the ledger was moved aside while open (and
+    /// a new ledger there would read it as its own): the writer's store copies it into the
+    /// moved file before closing.
+    #[test]
+    fn a_moved_ledger_gets_every_event_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Full);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        let write = |sink: &mut SqliteLedger, n: usize| {
+            if let Some(flush) = sink.write(&[event(n)]).unwrap() {
+                flush.flush().unwrap();
+            }
+        };
+        for n in 0..10 {
+            write(&mut sink, n);
+        }
+        let moved = dir.path().join("moved.sqlite");
+        std::fs::rename(&config.path, &moved).unwrap();
+        for n in 10..20 {
+            write(&mut sink, n);
+        }
+        drop(sink);
+        assert_eq!(events_in(&moved), 20);
+        let wal = wal_path(&config.path);
+        assert!(
+            std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+            "frames left at the old path"
+        );
     }
 }
