@@ -148,7 +148,11 @@ async fn forged_lifted_and_other_hosts_macs_are_not_ours() {
         let events = milter.events();
         assert_eq!(
             actions_of(event_for(&events, &format!("4Second{n}"))),
-            ["transit_tag.foreign_kept", "transit_tag.added"],
+            [
+                "originating_ip.added",
+                "transit_tag.foreign_kept",
+                "transit_tag.added"
+            ],
             "{value}"
         );
         let (ok, _) = verify_tag(&milter, value, Some(MID));
