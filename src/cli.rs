@@ -71,6 +71,16 @@ pub enum Command {
     /// Open encrypted X-Originating-IP tokens (rules.originating_ip.mode = "encrypted").
     #[command(subcommand)]
     Ip(IpCommand),
+    /// Tell whether a transit header's value is our tag for the message with this Message-ID
+    /// (exit status 0) or someone else's, which vouches for nothing (exit status 1).
+    VerifyTag {
+        /// The message's Message-ID (with or without angle brackets); leave it out for a
+        /// message that has none.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// The header's value: `relay; by=...; k=...; mac=...`.
+        value: String,
+    },
     /// Follow the MTA's log and queue, and record what became of the mail we pass on.
     Track {
         /// Read what the log holds now, check the queue once, and exit.

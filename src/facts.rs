@@ -6,9 +6,12 @@ use std::{fmt, net::IpAddr};
 /// How many copies of a header of interest we keep the value of; further copies are only
 /// counted (they are still deleted where a rule says so).
 const MAX_KEPT_VALUES: usize = 16;
-/// Longest header value we keep; a longer one cannot be an address and is kept truncated,
-/// which still fails to parse.
-const MAX_KEPT_VALUE_LEN: usize = 256;
+/// Longest header value we keep; a longer one can be neither an address nor our transit tag
+/// and is kept truncated, which still fails to parse.
+const MAX_KEPT_VALUE_LEN: usize = 512;
+/// Longest Message-ID value we keep: more than a transit tag's MAC covers, with room for
+/// folding white space.
+const MAX_MESSAGE_ID_LEN: usize = 4096;
 
 /// The names of the header fields the rules look at, compared without regard to case.
 #[derive(Clone, Debug)]
@@ -40,6 +43,8 @@ pub struct MessageFacts {
     pub recipients: Vec<Recipient>,
     pub originating_ip: HeaderCopies,
     pub transit_tag: HeaderCopies,
+    /// The raw value of the first Message-ID field, which a transit tag is bound to.
+    pub message_id: Option<Vec<u8>>,
     /// Bytes of header and body seen, as the message would be stored.
     pub size: u64,
 }
@@ -87,6 +92,9 @@ impl MessageFacts {
             self.originating_ip.push(value);
         } else if name.eq_ignore_ascii_case(watched.transit_tag.as_bytes()) {
             self.transit_tag.push(value);
+        }
+        if self.message_id.is_none() && name.eq_ignore_ascii_case(b"Message-ID") {
+            self.message_id = Some(value[..value.len().min(MAX_MESSAGE_ID_LEN)].to_vec());
         }
     }
 
@@ -237,6 +245,8 @@ mod tests {
         }
         facts.header(b"X-Transit", b"relay", &watched);
         facts.header(b"Subject", b"hello", &watched);
+        facts.header(b"message-id", b" <a@b>", &watched);
+        facts.header(b"Message-ID", b"<second@b>", &watched);
         assert_eq!(facts.originating_ip.count, 100);
         assert_eq!(facts.originating_ip.values.len(), MAX_KEPT_VALUES);
         assert!(facts
@@ -246,8 +256,13 @@ mod tests {
             .all(|v| v.len() == MAX_KEPT_VALUE_LEN));
         assert_eq!(facts.transit_tag.count, 1);
         assert_eq!(
+            facts.message_id.as_deref(),
+            Some(b" <a@b>".as_slice()),
+            "the first"
+        );
+        assert_eq!(
             facts.size,
-            100 * (16 + 10_000 + 4) + (9 + 5 + 4) + (7 + 5 + 4)
+            100 * (16 + 10_000 + 4) + (9 + 5 + 4) + (7 + 5 + 4) + (10 + 6 + 4) + (10 + 10 + 4)
         );
     }
 }

@@ -1,5 +1,5 @@
-//! The key ring in `[privacy] keys`: HMAC keys for pseudonymised events and AEAD keys for
-//! encrypted `X-Originating-IP` tokens.
+//! The key ring in `[privacy] keys`: HMAC keys for pseudonymised events and transit tags, and
+//! AEAD keys for encrypted `X-Originating-IP` tokens.
 //!
 //! A key's id is its creation time (`20261126T180000Z`), written into every value made with
 //! it. A new key of each kind is made every `key_rotation`. A key is destroyed once the
@@ -99,13 +99,61 @@ pub struct Secrets {
     pub hmac: Option<Arc<Key>>,
     /// For `originating_ip` mode `encrypted`.
     pub aead: Option<Arc<Key>>,
+    /// For transit tags: every live HMAC key, derived for that purpose (see
+    /// [`Purpose::TransitTag`]), newest last; a tag made under a retired key still verifies
+    /// until the key is destroyed.
+    pub transit: Ring,
+}
+
+/// What a key derived from an HMAC key of the ring is for. The pseudonymisation HMAC uses the
+/// ring's key itself; every other use gets a key of its own, so that no value made for one
+/// purpose can stand for one made for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    TransitTag,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::TransitTag => b"privacy-milter transit-tag v1",
+        }
+    }
+}
+
+/// The key for `purpose` derived from the HMAC key `key`: HMAC-SHA256 keyed with the
+/// purpose's label, of the key (HKDF-Extract with the label as salt, RFC 5869). A pseudonym
+/// is an HMAC keyed with the key itself, so no value pseudonymised, whatever it holds, gives
+/// a derived key. It keeps the id and creation time of the key it comes from, so it rotates
+/// and is destroyed with it.
+pub fn derive(key: &Key, purpose: Purpose) -> Key {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(purpose.label()).expect("any key length");
+    mac.update(&key.bytes);
+    Key {
+        id: key.id.clone(),
+        created: key.created,
+        bytes: mac.finalize().into_bytes().into(),
+    }
+}
+
+/// [`derive`] for every key of `ring`.
+pub fn derive_ring(ring: &Ring, purpose: Purpose) -> Ring {
+    Ring {
+        keys: ring
+            .keys
+            .iter()
+            .map(|k| Arc::new(derive(k, purpose)))
+            .collect(),
+    }
 }
 
 /// How the key ring is kept.
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub dir: PathBuf,
-    /// The kinds in use: only those are made and rotated.
+    /// The kinds in use: only those are made and rotated. HMAC keys serve pseudonymisation
+    /// and transit tags.
     pub hmac: bool,
     pub aead: bool,
     /// How often a new key is made.
@@ -133,6 +181,10 @@ pub fn refresh(policy: &Policy, now: DateTime<Utc>) -> Result<Refreshed, KeyErro
         }
     }
     let destroyed = destroy_retired(&policy.dir, policy.keep, now)?;
+    if policy.hmac {
+        // Read after destruction: a destroyed key verifies no tag.
+        secrets.transit = derive_ring(&load_at(&policy.dir, Kind::Hmac, now)?, Purpose::TransitTag);
+    }
     Ok((secrets, destroyed))
 }
 
@@ -629,6 +681,47 @@ mod tests {
         let mut other = policy.clone();
         other.dir = base.path().join("other");
         assert_eq!(watch.refresh(&other, t4).0, None);
+    }
+
+    #[test]
+    fn refresh_derives_the_transit_ring_from_every_live_hmac_key() {
+        let base = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86400);
+        let policy = Policy {
+            dir: base.path().join("keys"),
+            hmac: true,
+            aead: false,
+            rotation: 30 * day,
+            keep: 90 * day,
+        };
+        let t0 = at("2026-01-01T00:00:00Z");
+        refresh(&policy, t0).unwrap();
+        let (secrets, _) = refresh(&policy, t0 + chrono::Duration::days(30)).unwrap();
+        let hmac = load(&policy.dir, Kind::Hmac).unwrap();
+        let ids = |ring: &Ring| ring.keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&secrets.transit), ids(&hmac));
+        assert_eq!(
+            secrets.transit.keys.len(),
+            2,
+            "the retired key still verifies"
+        );
+        for (derived, key) in secrets.transit.keys.iter().zip(&hmac.keys) {
+            assert_eq!(derived.bytes, derive(key, Purpose::TransitTag).bytes);
+            assert_ne!(derived.bytes, key.bytes);
+        }
+        // Once the retired key is destroyed, it verifies nothing.
+        let (secrets, destroyed) = refresh(&policy, t0 + chrono::Duration::days(30 + 91)).unwrap();
+        assert_eq!(destroyed, ["20260101T000000Z"]);
+        let live = ids(&load(&policy.dir, Kind::Hmac).unwrap());
+        assert_eq!(ids(&secrets.transit), live);
+        assert!(!live.contains(&"20260101T000000Z".to_string()), "{live:?}");
+        // Without HMAC keys in use, no transit ring.
+        let off = Policy {
+            dir: base.path().join("other"),
+            hmac: false,
+            ..policy
+        };
+        assert!(refresh(&off, t0).unwrap().0.transit.keys.is_empty());
     }
 
     #[test]

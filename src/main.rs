@@ -94,6 +94,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Ip(IpCommand::Decrypt { token }) => {
             commands::ip::decrypt(&config, &token).map_err(|e| Failure::of(&e))?
         }
+        Command::VerifyTag { message_id, value } => {
+            commands::tag::verify(&config, &value, message_id.as_deref())
+                .map_err(|e| Failure::of(&e))?
+        }
         Command::Transit {
             held_longer_than,
             state,

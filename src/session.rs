@@ -272,13 +272,12 @@ impl Session {
         let snapshot = Arc::clone(&self.snapshot);
         let config = &snapshot.config;
         let class = classify(&self.conn, &msg, config);
-        let actions = rules::decide(
-            &self.conn,
-            &msg,
-            &class,
-            config,
-            snapshot.secrets.aead.as_deref(),
-        );
+        let host = self
+            .conn
+            .host
+            .as_deref()
+            .unwrap_or(&self.shared.default_host);
+        let actions = rules::decide(&self.conn, &msg, &class, config, &snapshot.secrets, host);
         // Escaped once for every line that names it: the MTA's queue id is wire data.
         let qid = Escaped(msg.queue_id.as_deref().unwrap_or("-")).to_string();
         let direction = Some(class.direction);
@@ -462,6 +461,9 @@ async fn apply(
             }
             Edit::Add { name, value } => {
                 mta.add_header(name.as_str(), value.as_str()).await?;
+            }
+            Edit::Prepend { name, value } => {
+                mta.insert_header(0, name.as_str(), value.as_str()).await?;
             }
         }
     }

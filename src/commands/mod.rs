@@ -1,7 +1,7 @@
 //! The commands beside `run`: each answers once and exits. `ledger` answers for what the
 //! ledger holds (query, erase, export, stats, purge); `transit` lists the mail we pass on and
-//! what became of it; `ip` opens encrypted `X-Originating-IP` tokens; `policy` renders the
-//! policy text the configuration makes true.
+//! what became of it; `ip` opens encrypted `X-Originating-IP` tokens; `verify-tag` tells our
+//! transit tags from others'; `policy` renders the policy text the configuration makes true.
 
 pub mod audit;
 mod charts;
@@ -9,6 +9,7 @@ pub mod ip;
 pub mod ledger;
 pub mod policy;
 pub mod report;
+pub mod tag;
 pub mod transit;
 
 use crate::{keys::KeyError, store::StoreError};
@@ -31,6 +32,8 @@ pub enum CommandError {
     Token(#[from] crate::token::OpenError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Tag(#[from] crate::rules::transit_tag::TagError),
     /// The request cannot be answered as asked; the text says why and what to do.
     #[error("{0}")]
     Refused(String),

@@ -417,16 +417,22 @@ impl Default for Privacy {
 }
 
 impl Settings {
-    /// Whether the key ring is used: HMACs in events, or encrypted originating-IP tokens.
+    /// Whether the key ring is used: HMACs in events, transit tags, or encrypted
+    /// originating-IP tokens.
     pub fn needs_keys(&self) -> bool {
-        self.privacy.uses_hmac() || self.rules.originating_ip.mode == OriginatingIpMode::Encrypted
+        self.uses_hmac_keys() || self.rules.originating_ip.mode == OriginatingIpMode::Encrypted
+    }
+
+    /// Whether HMAC keys are kept: for pseudonyms, and for the proof each transit tag carries.
+    pub fn uses_hmac_keys(&self) -> bool {
+        self.privacy.uses_hmac() || self.rules.transit_tag.enabled
     }
 
     /// How the key ring is kept under these settings.
     pub fn key_policy(&self) -> crate::keys::Policy {
         crate::keys::Policy {
             dir: self.privacy.keys.clone(),
-            hmac: self.privacy.uses_hmac(),
+            hmac: self.uses_hmac_keys(),
             aead: self.rules.originating_ip.mode == OriginatingIpMode::Encrypted,
             rotation: self.privacy.key_rotation.0,
             keep: self.retention.longest(),

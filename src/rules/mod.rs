@@ -11,7 +11,7 @@ use crate::{
     classify::Classification,
     config::Config,
     facts::{ConnectionFacts, MessageFacts},
-    keys::Key,
+    keys::Secrets,
 };
 
 /// A change to the message's header.
@@ -21,6 +21,8 @@ pub enum Edit {
     Delete { name: String, index: i32 },
     /// Append the header `name: value`.
     Add { name: String, value: String },
+    /// Insert the header `name: value` at the top of the header.
+    Prepend { name: String, value: String },
 }
 
 /// What a rule decided: a label for the event and the log, and the edit it takes, if any.
@@ -51,23 +53,46 @@ impl Action {
         }
     }
 
+    pub fn prepend(label: &'static str, name: &str, value: String) -> Self {
+        Self {
+            label,
+            edit: Some(Edit::Prepend {
+                name: name.to_string(),
+                value,
+            }),
+        }
+    }
+
     pub fn note(label: &'static str) -> Self {
         Self { label, edit: None }
     }
 }
 
-/// Runs every enabled rule. `sealing_key` makes the tokens of `originating_ip` mode
-/// `encrypted`.
+/// Runs every enabled rule. `secrets` seal the tokens of `originating_ip` mode `encrypted`
+/// and make and verify transit tags; `host` is our name in the tag.
 pub fn decide(
     conn: &ConnectionFacts,
     msg: &MessageFacts,
     class: &Classification,
     config: &Config,
-    sealing_key: Option<&Key>,
+    secrets: &Secrets,
+    host: &str,
 ) -> Vec<Action> {
-    let mut actions =
-        originating_ip::decide(conn, msg, class, &config.rules.originating_ip, sealing_key);
-    actions.extend(transit_tag::decide(msg, class, &config.rules.transit_tag));
+    let rules = &config.rules;
+    let mut actions = originating_ip::decide(
+        conn,
+        msg,
+        class,
+        &rules.originating_ip,
+        secrets.aead.as_deref(),
+    );
+    actions.extend(transit_tag::decide(
+        msg,
+        class,
+        &rules.transit_tag,
+        &secrets.transit,
+        host,
+    ));
     actions
 }
 
@@ -83,7 +108,7 @@ pub fn labels(actions: &[Action]) -> Vec<String> {
 }
 
 /// The edits in the order the MTA must get them: deletions first, highest index first, so
-/// that no deletion shifts the index of a later one; then additions.
+/// that no deletion shifts the index of a later one; then additions and insertions.
 pub fn ordered_edits(actions: &[Action]) -> Vec<&Edit> {
     let mut deletes: Vec<&Edit> = actions
         .iter()
@@ -92,12 +117,12 @@ pub fn ordered_edits(actions: &[Action]) -> Vec<&Edit> {
         .collect();
     deletes.sort_by_key(|e| match e {
         Edit::Delete { name, index } => (name.to_ascii_lowercase(), std::cmp::Reverse(*index)),
-        Edit::Add { .. } => unreachable!(),
+        Edit::Add { .. } | Edit::Prepend { .. } => unreachable!(),
     });
     let adds = actions
         .iter()
         .filter_map(|a| a.edit.as_ref())
-        .filter(|e| matches!(e, Edit::Add { .. }));
+        .filter(|e| !matches!(e, Edit::Delete { .. }));
     deletes.into_iter().chain(adds).collect()
 }
 
@@ -113,18 +138,20 @@ mod tests {
             Action::delete("a.removed", "X-A", 3),
             Action::delete("b.removed", "X-B", 2),
             Action::note("a.noted"),
+            Action::prepend("c.added", "X-C", "v".into()),
         ];
         let order: Vec<String> = ordered_edits(&actions)
             .into_iter()
             .map(|e| match e {
                 Edit::Delete { name, index } => format!("-{name}{index}"),
                 Edit::Add { name, .. } => format!("+{name}"),
+                Edit::Prepend { name, .. } => format!("^{name}"),
             })
             .collect();
-        assert_eq!(order, ["-X-A3", "-X-A1", "-X-B2", "+X-A"]);
+        assert_eq!(order, ["-X-A3", "-X-A1", "-X-B2", "+X-A", "^X-C"]);
         assert_eq!(
             labels(&actions),
-            ["a.added", "a.removed", "b.removed", "a.noted"]
+            ["a.added", "a.removed", "b.removed", "a.noted", "c.added"]
         );
     }
 }

@@ -18,7 +18,7 @@ async fn abort_after_rcpt() {
         .rcpt("carol@remote.example")
         .queue_id("4NextQ");
     let (actions, _) = next.transaction(&mut conn).await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
     conn.close().await.unwrap();
 
     let events = milter.wait_events(2).await;

@@ -452,7 +452,23 @@ async fn ledger_keys_transit_and_destinations() {
     setup.holds("keys.retired");
     setup.holds("keys.modes");
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // With the ring in use (the transit tag's MAC, by default) the configuration itself
+    // refuses it, naming the fix; with it unused, the audit's finding says so.
+    let refused = e2e::Milter::command()
+        .arg("--config")
+        .arg(setup.config())
+        .args(["audit", "--format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("chmod 0700"),
+        "{stderr}"
+    );
+    let in_use = setup.extra.clone();
+    setup.extra = format!("{in_use}[rules.transit_tag]\nenabled = false\n");
     setup.fails("keys.modes", "0755");
+    setup.extra = in_use;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
     setup.holds("keys.modes");
 

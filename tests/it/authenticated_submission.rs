@@ -15,7 +15,7 @@ async fn ipv4_client_gets_header_and_tag() {
     assert_eq!(status, Status::Continue);
     assert_eq!(
         edits(&actions),
-        ["+X-Originating-IP: [203.0.113.7]", "+X-Transit: outbound"]
+        ["+X-Originating-IP: [203.0.113.7]", OUTBOUND_TAG]
     );
 
     let events = milter.events();
@@ -38,7 +38,7 @@ async fn ipv6_client_is_written_without_prefix() {
     let (actions, _) = mail.send(&milter).await;
     assert_eq!(
         edits(&actions),
-        ["+X-Originating-IP: [2001:db8::7]", "+X-Transit: outbound"]
+        ["+X-Originating-IP: [2001:db8::7]", OUTBOUND_TAG]
     );
 }
 
@@ -71,7 +71,7 @@ async fn auth_type_alone_counts_as_authenticated() {
     let (actions, _) = mail.content(&mut conn).await;
     assert_eq!(
         edits(&actions),
-        ["+X-Originating-IP: [198.51.100.50]", "+X-Transit: outbound"]
+        ["+X-Originating-IP: [198.51.100.50]", OUTBOUND_TAG]
     );
 }
 

@@ -58,7 +58,7 @@ async fn running_out_of_descriptors_never_stops_the_daemon() {
 
     // The open session goes on while new connections cannot be accepted.
     let (actions, _) = before.content(&mut open).await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
     open.close().await.unwrap();
 
     // The flood ends; a new session is accepted and answered.
@@ -71,7 +71,7 @@ async fn running_out_of_descriptors_never_stops_the_daemon() {
         .await;
     assert_eq!(
         edits(&actions),
-        ["+X-Originating-IP: [203.0.113.7]", "+X-Transit: outbound"]
+        ["+X-Originating-IP: [203.0.113.7]", OUTBOUND_TAG]
     );
     assert!(still_running(&mut daemon), "{}", daemon.log());
 
@@ -128,7 +128,7 @@ async fn connections_beyond_max_connections_wait_their_turn() {
         .await
         .expect("the fourth connection is served")
         .unwrap();
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
     assert_eq!(
         daemon.log().matches("connections in use").count(),
         1,

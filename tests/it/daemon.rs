@@ -14,7 +14,7 @@ async fn unix_socket_mode_and_removal() {
         .rcpt("x@remote.example")
         .send_on(daemon.connect().await)
         .await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
     assert!(daemon.stop().success(), "{}", daemon.log());
     assert!(!daemon.socket().exists(), "socket file removed on exit");
     assert!(daemon.log().contains("stopped"));
@@ -66,7 +66,10 @@ async fn sighup_reloads_and_broken_file_keeps_running_config() {
     daemon.signal(Signal::SIGHUP);
     daemon.wait_log("configuration reloaded");
     let (actions, _) = relay().send_on(daemon.connect().await).await;
-    assert_eq!(edits(&actions), ["+X-Relayed: relay"]);
+    assert_eq!(
+        edits(&actions),
+        ["+X-Relayed@0: relay; by=mx.test.example; k=KEY; mac=MAC"]
+    );
 
     std::fs::write(
         &daemon.config_path,
@@ -81,7 +84,10 @@ async fn sighup_reloads_and_broken_file_keeps_running_config() {
         daemon.log()
     );
     let (actions, _) = relay().send_on(daemon.connect().await).await;
-    assert_eq!(edits(&actions), ["+X-Relayed: relay"]);
+    assert_eq!(
+        edits(&actions),
+        ["+X-Relayed@0: relay; by=mx.test.example; k=KEY; mac=MAC"]
+    );
 }
 
 /// Type=notify: readiness, reloads (each ending in READY=1, with a status line saying how it
@@ -172,7 +178,7 @@ async fn sigterm_lets_open_sessions_finish() {
     assert!(std::os::unix::net::UnixStream::connect(daemon.socket()).is_err());
     // ...but the open one completes its message.
     let (actions, _) = mail.content(&mut conn).await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
     conn.close().await.unwrap();
     assert!(daemon.wait_exit().success(), "{}", daemon.log());
     assert!(daemon.events_text().contains("4Open"));
@@ -216,5 +222,5 @@ async fn reload_keeps_the_socket_and_says_so_each_time() {
         .rcpt("x@remote.example")
         .send_on(daemon.connect().await)
         .await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
 }

@@ -60,7 +60,8 @@ unix_and_tcp!(
 );
 
 /// Authenticated submission from an IPv4 client (XCLIENT LOGIN): our header with the client
-/// address, the forged copy and the forged transit tag removed, tagged outbound.
+/// address, the forged copy removed; the transit tag the client brought is kept (it vouches
+/// for nothing) and ours goes above it.
 fn xclient_login_ipv4(test: &str, socket: Socket) {
     let Some(lab) = lab(test, socket) else { return };
     let mid = new_message_id("auth4");
@@ -76,7 +77,7 @@ fn xclient_login_ipv4(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[203.0.113.7]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound", "relay"]);
     assert_event(&event, "outbound", true, "203.0.113.7", true, false);
     assert_actions(
         &event,
@@ -84,7 +85,7 @@ fn xclient_login_ipv4(test: &str, socket: Socket) {
             "originating_ip.added",
             "originating_ip.removed_forged",
             "transit_tag.added",
-            "transit_tag.removed_forged",
+            "transit_tag.foreign_kept",
         ],
         &[],
     );
@@ -115,7 +116,7 @@ fn xclient_login_ipv6(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[2001:db8::7]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "2001:db8::7", true, false);
     assert_actions(
         &event,
@@ -184,7 +185,7 @@ fn smtp_auth_sasldb(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[198.51.100.20]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "198.51.100.20", true, false);
     assert_actions(
         &event,
@@ -216,7 +217,7 @@ fn webmail_by_xclient(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[198.51.100.44]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "198.51.100.44", true, false);
     lab.assert_events_are(&[&qid]);
 }
@@ -239,7 +240,7 @@ fn webmail_by_header(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid1, got, event) = lab.delivered(&good, 1);
     got[0].assert_header("X-Originating-IP", &["[198.51.100.45]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "10.9.9.9", false, true);
     assert_actions(&event, &["originating_ip.from_webmail"], &[]);
 
@@ -271,8 +272,8 @@ fn webmail_by_header(test: &str, socket: Socket) {
     lab.assert_events_are(&[&qid1, &qid2]);
 }
 
-/// External sender to a local domain: a forged transit tag is removed, the sender's own
-/// X-Originating-IP is kept, nothing is added.
+/// External sender to a local domain: a foreign transit tag and the sender's own
+/// X-Originating-IP are kept as they are, nothing is added.
 fn inbound_external(test: &str, socket: Socket) {
     let Some(lab) = lab(test, socket) else { return };
     let mid = new_message_id("inbound");
@@ -290,12 +291,12 @@ fn inbound_external(test: &str, socket: Socket) {
         .xclient("ADDR=198.51.100.77")
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
-    got[0].assert_header("X-Transit", &[]);
+    got[0].assert_transit_tags(&["outbound"]);
     got[0].assert_header("X-Originating-IP", &["[192.0.2.99]"]);
     assert_event(&event, "inbound", false, "198.51.100.77", false, false);
     assert_actions(
         &event,
-        &["transit_tag.removed_forged"],
+        &["transit_tag.foreign_kept"],
         &[
             "originating_ip.added",
             "originating_ip.removed_forged",
@@ -305,7 +306,8 @@ fn inbound_external(test: &str, socket: Socket) {
     lab.assert_events_are(&[&qid]);
 }
 
-/// External sender to a domain we only relay for: tagged relay, direction relay.
+/// External sender to a domain we only relay for: tagged relay above the sender's copy,
+/// direction relay.
 fn relay_external(test: &str, socket: Socket) {
     let Some(lab) = lab(test, socket) else { return };
     let mid = new_message_id("relay");
@@ -320,12 +322,12 @@ fn relay_external(test: &str, socket: Socket) {
         .xclient("ADDR=198.51.100.78")
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
-    got[0].assert_header("X-Transit", &["relay"]);
+    got[0].assert_transit_tags(&["ours:relay", "outbound"]);
     got[0].assert_header("X-Originating-IP", &[]);
     assert_event(&event, "relay", true, "198.51.100.78", false, false);
     assert_actions(
         &event,
-        &["transit_tag.added", "transit_tag.removed_forged"],
+        &["transit_tag.added", "transit_tag.foreign_kept"],
         &["originating_ip.added"],
     );
     lab.assert_events_are(&[&qid]);
@@ -345,7 +347,7 @@ fn local_and_remote_recipient(test: &str, socket: Socket) {
     let mut rcpts = Vec::new();
     for copy in &got {
         copy.assert_header("X-Originating-IP", &["[203.0.113.8]"]);
-        copy.assert_header("X-Transit", &["outbound"]);
+        copy.assert_transit_tags(&["ours:outbound"]);
         // "<addr> ORCPT=..." : the address is the first word.
         rcpts.extend(
             copy.rcpt_args()
@@ -383,7 +385,7 @@ fn local_submission_sendmail(test: &str, socket: Socket) {
         .sendmail("alice@test.example", &["dave@remote.example"], &msg);
     let (qid1, got, event) = lab.delivered(&out, 1);
     got[0].assert_header("X-Originating-IP", &[]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "127.0.0.1", false, false);
     assert_actions(&event, &["transit_tag.added"], &["originating_ip.added"]);
 
@@ -399,7 +401,7 @@ fn local_submission_sendmail(test: &str, socket: Socket) {
         .sendmail("alice@test.example", &["bob@test.example"], &msg);
     let (qid2, got, event) = lab.delivered(&internal, 1);
     got[0].assert_header("X-Originating-IP", &["[192.0.2.55]"]);
-    got[0].assert_header("X-Transit", &[]);
+    got[0].assert_transit_tags(&[]);
     assert_event(&event, "internal", false, "127.0.0.1", false, false);
     assert_actions(
         &event,

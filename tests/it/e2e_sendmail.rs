@@ -44,7 +44,7 @@ fn trusted_local_submission_to_remote() {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &[]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "127.0.0.1", false, false);
     assert_actions(&event, &["transit_tag.added"], &["originating_ip.added"]);
     assert_eq!(event["queue_id"], qid.as_str());
@@ -84,7 +84,7 @@ fn without_skip(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[127.0.0.1]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "127.0.0.1", false, false);
     assert_actions(&event, &["originating_ip.added", "transit_tag.added"], &[]);
     assert_eq!(event["queue_id"], qid.as_str());
@@ -102,8 +102,8 @@ local = ["test.example"]
 skip_networks = []
 "#;
 
-/// Loopback external: inbound mail to a local domain loses a forged transit tag and keeps the
-/// sender's X-Originating-IP; relay mail is tagged relay. One event per delivered message,
+/// Loopback external: inbound mail to a local domain keeps a foreign transit tag and the
+/// sender's X-Originating-IP as they are; relay mail is tagged relay above the sender's copy. One event per delivered message,
 /// with Sendmail's queue id.
 #[test]
 fn external_inbound_and_relay() {
@@ -124,12 +124,12 @@ fn external_inbound_and_relay() {
     lab.swaks("mallory@remote.example", &["bob@test.example"], msg)
         .send(lab.path());
     let (qid1, got, event) = lab.delivered(&inbound, 1);
-    got[0].assert_header("X-Transit", &[]);
+    got[0].assert_transit_tags(&["outbound"]);
     got[0].assert_header("X-Originating-IP", &["[192.0.2.99]"]);
     assert_event(&event, "inbound", false, "127.0.0.1", false, false);
     assert_actions(
         &event,
-        &["transit_tag.removed_forged"],
+        &["transit_tag.foreign_kept"],
         &["originating_ip.added", "transit_tag.added"],
     );
 
@@ -144,12 +144,12 @@ fn external_inbound_and_relay() {
     lab.swaks("someone@remote.example", &["carol@transit.example"], msg)
         .send(lab.path());
     let (qid2, got, event) = lab.delivered(&relay, 1);
-    got[0].assert_header("X-Transit", &["relay"]);
+    got[0].assert_transit_tags(&["ours:relay", "outbound"]);
     got[0].assert_header("X-Originating-IP", &[]);
     assert_event(&event, "relay", true, "127.0.0.1", false, false);
     assert_actions(
         &event,
-        &["transit_tag.added", "transit_tag.removed_forged"],
+        &["transit_tag.added", "transit_tag.foreign_kept"],
         &["originating_ip.added"],
     );
 
@@ -184,7 +184,7 @@ fn rcpt_mailer_from_sendmail() {
     lab.swaks("someone@remote.example", &["carol@transit.example"], msg)
         .send(lab.path());
     let (_, got, event) = lab.delivered(&mid, 1);
-    got[0].assert_header("X-Transit", &[]);
+    got[0].assert_transit_tags(&[]);
     assert_event(&event, "inbound", false, "127.0.0.1", false, false);
 }
 
@@ -210,7 +210,7 @@ fn smtp_auth_makes_the_sender_ours() {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[127.0.0.1]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "127.0.0.1", true, false);
     assert_actions(
         &event,

@@ -190,7 +190,7 @@ fn state_of(list: &HashMap<String, Value>, qid: &str) -> String {
         .to_string()
 }
 
-const FULL: &str = "[privacy]\nip = \"full\"\naddress = \"full\"";
+const FULL: &str = "[privacy]\nip = \"full\"\naddress = \"full\"\nkeys = \"KEYS\"";
 
 /// Accepted, deferred and refused next hops; a local-only message; a message with a local and
 /// a remote recipient: each gets the state the log says, and only transit mail is tracked.

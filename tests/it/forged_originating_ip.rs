@@ -18,7 +18,7 @@ async fn forged_copies_replaced() {
             "-X-Originating-IP[2]",
             "-X-Originating-IP[1]",
             "+X-Originating-IP: [203.0.113.7]",
-            "+X-Transit: outbound"
+            OUTBOUND_TAG
         ]
     );
     let events = milter.events();

@@ -10,7 +10,7 @@ async fn loopback_client() {
         .rcpt("bob@remote.example")
         .send(&milter)
         .await;
-    assert_eq!(edits(&actions), ["+X-Transit: outbound"]);
+    assert_eq!(edits(&actions), [OUTBOUND_TAG]);
     let events = milter.events();
     assert_eq!(event_for(&events, "4TestQ1d")["direction"], "outbound");
 }
@@ -19,7 +19,7 @@ async fn loopback_client() {
 async fn missing_client_address() {
     let milter = Milter::start("local_submission/privacy-milter.toml").await;
     let (actions, _) = Mail::local().rcpt("bob@remote.example").send(&milter).await;
-    assert_eq!(edits(&actions), ["+X-Transit: outbound"]);
+    assert_eq!(edits(&actions), [OUTBOUND_TAG]);
     let events = milter.events();
     let e = event_for(&events, "4TestQ1d");
     assert_eq!(e["direction"], "outbound");

@@ -36,6 +36,7 @@ mod daemon;
 mod disk_full;
 mod dry_run;
 mod durability;
+mod e2e_dkim;
 mod e2e_postfix;
 mod e2e_sendmail;
 mod e2e_transit;

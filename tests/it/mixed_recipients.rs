@@ -13,7 +13,7 @@ async fn local_and_remote() {
     let (actions, _) = mail.send(&milter).await;
     assert_eq!(
         edits(&actions),
-        ["+X-Originating-IP: [203.0.113.7]", "+X-Transit: outbound"]
+        ["+X-Originating-IP: [203.0.113.7]", OUTBOUND_TAG]
     );
     let events = milter.events();
     let e = event_for(&events, "4TestQ1d");
@@ -38,5 +38,5 @@ async fn external_sender_mixed_is_relay() {
         .rcpt("bob@example.org")
         .rcpt("dave@remote.example");
     let (actions, _) = mail.send(&milter).await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
 }

@@ -90,20 +90,20 @@ fn valid(rng: &mut Rng, queue_id: &str) -> (&'static str, Mail, Vec<&'static str
         0 => (
             "relay",
             external().rcpt("x@remote.example"),
-            vec!["+X-Transit: relay"],
+            vec![RELAY_TAG],
         ),
         1 => ("inbound", external().rcpt("bob@example.org"), vec![]),
         2 => (
             "outbound",
             ours().rcpt("bob@remote.example"),
-            vec!["+X-Originating-IP: [203.0.113.7]", "+X-Transit: outbound"],
+            vec!["+X-Originating-IP: [203.0.113.7]", OUTBOUND_TAG],
         ),
         3 => (
-            "inbound with a forged transit tag",
+            "relay with a foreign transit tag, kept",
             external()
-                .rcpt("bob@example.org")
+                .rcpt("carol@transit.example")
                 .header("X-Transit", "relay"),
-            vec!["-X-Transit[1]"],
+            vec![RELAY_TAG],
         ),
         _ => (
             "internal with a forged origin",
@@ -350,7 +350,7 @@ async fn mutated_sessions_never_disturb_valid_ones() {
         .queue_id("Valid-after")
         .send_on(daemon.connect().await)
         .await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"], "{replay}");
+    assert_eq!(edits(&actions), [RELAY_TAG], "{replay}");
     valid_ids.push("Valid-after".into());
 
     // Exactly one event per valid message, accepted.

@@ -9,7 +9,7 @@ async fn relay_is_tagged() {
         .sender("someone@remote.example")
         .rcpt_via("carol@transit.example", "relay");
     let (actions, _) = mail.send(&milter).await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
     let events = milter.events();
     let e = event_for(&events, "4TestQ1d");
     assert_eq!(e["direction"], "relay");

@@ -7,7 +7,7 @@ use crate::common::*;
 async fn good_and_broken_reload() {
     let milter = Milter::start("reload/privacy-milter.toml").await;
     let relay = || Mail::from_ip("198.51.100.9").rcpt("carol@remote.example");
-    assert_eq!(edits(&relay().send(&milter).await.0), ["+X-Transit: relay"]);
+    assert_eq!(edits(&relay().send(&milter).await.0), [RELAY_TAG]);
 
     // A connection opened before the reload keeps the configuration it started with.
     let mut old = milter.connect().await;
@@ -17,11 +17,11 @@ async fn good_and_broken_reload() {
         .reload_with("reload/changed.toml")
         .await
         .expect("good file reloads");
-    assert_eq!(edits(&relay().send(&milter).await.0), ["+X-Relayed: relay"]);
     assert_eq!(
-        edits(&relay().transaction(&mut old).await.0),
-        ["+X-Transit: relay"]
+        edits(&relay().send(&milter).await.0),
+        ["+X-Relayed@0: relay; by=mx.test.example; k=KEY; mac=MAC"]
     );
+    assert_eq!(edits(&relay().transaction(&mut old).await.0), [RELAY_TAG]);
     old.close().await.unwrap();
 
     let err = milter.reload_with("reload/broken.toml").await.unwrap_err();
@@ -30,7 +30,10 @@ async fn good_and_broken_reload() {
         "{err}"
     );
     assert!(err.contains("privacy-milter.toml"), "names the file: {err}");
-    assert_eq!(edits(&relay().send(&milter).await.0), ["+X-Relayed: relay"]);
+    assert_eq!(
+        edits(&relay().send(&milter).await.0),
+        ["+X-Relayed@0: relay; by=mx.test.example; k=KEY; mac=MAC"]
+    );
 }
 
 #[tokio::test]

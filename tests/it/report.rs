@@ -401,8 +401,9 @@ async fn report_on_postgresql() {
         Socket::Tcp,
         &["postgres"],
         &format!(
-            "[events.postgres]\nurl = \"{}\"\nspool = \"{}/spool\"\n[domains]\nlocal = [\"example.org\"]\n[privacy]\nip = \"truncated\"\naddress = \"domain\"\n",
+            "[events.postgres]\nurl = \"{}\"\nspool = \"{}/spool\"\n[domains]\nlocal = [\"example.org\"]\n[privacy]\nip = \"truncated\"\naddress = \"domain\"\nkeys = \"{}/keys\"\n",
             pg.url,
+            dir.path().display(),
             dir.path().display()
         ),
     );

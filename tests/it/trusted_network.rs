@@ -11,7 +11,7 @@ async fn trusted_client_without_auth_gets_header() {
         .await;
     assert_eq!(
         edits(&actions),
-        ["+X-Originating-IP: [10.1.2.3]", "+X-Transit: outbound"]
+        ["+X-Originating-IP: [10.1.2.3]", OUTBOUND_TAG]
     );
     let events = milter.events();
     let e = event_for(&events, "4TestQ1d");
@@ -26,5 +26,5 @@ async fn untrusted_client_without_auth_is_external() {
         .rcpt("bob@remote.example")
         .send(&milter)
         .await;
-    assert_eq!(edits(&actions), ["+X-Transit: relay"]);
+    assert_eq!(edits(&actions), [RELAY_TAG]);
 }

@@ -23,7 +23,7 @@ async fn bare_value() {
         [
             "-X-Originating-IP[1]",
             "+X-Originating-IP: [198.51.100.23]",
-            "+X-Transit: outbound"
+            OUTBOUND_TAG
         ]
     );
     assert_eq!(event["client"]["webmail"], true);
@@ -45,7 +45,7 @@ async fn crlf_injection_dropped() {
         [
             "-X-Originating-IP[1]",
             "+X-Originating-IP: [10.9.9.9]",
-            "+X-Transit: outbound"
+            OUTBOUND_TAG
         ]
     );
     assert!(edits.iter().all(|e| !e.contains("victim")));
@@ -89,7 +89,7 @@ async fn non_webmail_client_cannot_supply_the_address() {
         [
             "-X-Originating-IP[1]",
             "+X-Originating-IP: [203.0.113.9]",
-            "+X-Transit: outbound"
+            OUTBOUND_TAG
         ]
     );
 }

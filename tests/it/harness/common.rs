@@ -362,22 +362,31 @@ impl Mail {
     }
 }
 
-/// The header edits as readable strings: `+Name: value` and `-Name[index]`.
+/// Our transit tags as [`edits`] shows them, inserted at the top by the harness's host.
+pub const RELAY_TAG: &str = "+X-Transit@0: relay; by=mx.test.example; k=KEY; mac=MAC";
+pub const OUTBOUND_TAG: &str = "+X-Transit@0: outbound; by=mx.test.example; k=KEY; mac=MAC";
+
+/// The header edits as readable strings: `+Name: value`, `+Name@index: value` and
+/// `-Name[index]`. A transit tag's key id and MAC, which change with every key and message,
+/// read `k=KEY; mac=MAC` (tests/it/forged_transit_tag.rs verifies them).
 pub fn edits(actions: &EomActions) -> Vec<String> {
     use indymilter_test::EomAction::*;
+    let shown = |value: &std::ffi::CStr| {
+        let value = value.to_str().unwrap();
+        match value.split_once("; k=") {
+            Some((head, tail)) if tail.contains("; mac=") => format!("{head}; k=KEY; mac=MAC"),
+            _ => value.to_string(),
+        }
+    };
     actions
         .actions
         .iter()
         .map(|a| match a {
             AddHeader { name, value } => {
-                format!("+{}: {}", name.to_str().unwrap(), value.to_str().unwrap())
+                format!("+{}: {}", name.to_str().unwrap(), shown(value))
             }
             InsertHeader { index, name, value } => {
-                format!(
-                    "+{}@{index}: {}",
-                    name.to_str().unwrap(),
-                    value.to_str().unwrap()
-                )
+                format!("+{}@{index}: {}", name.to_str().unwrap(), shown(value))
             }
             DeleteHeader { name, index } => format!("-{}[{index}]", name.to_str().unwrap()),
             ChangeHeader { name, index, value } => {

@@ -284,9 +284,12 @@ path = "{ledger}"
 "#,
             // Addresses and IPs in full, unless the test sets its own policy.
             privacy = if extra.contains("[privacy]") {
-                ""
+                String::new()
             } else {
-                "[privacy]\nip = \"full\"\naddress = \"full\"\n"
+                format!(
+                    "[privacy]\nip = \"full\"\naddress = \"full\"\nkeys = \"{}\"\n",
+                    mdir.join("keys").display()
+                )
             },
             group = if socket == Socket::Unix {
                 "postfix"
@@ -479,6 +482,27 @@ impl Delivered {
     /// The envelope recipients as the sink saw them (`X-Rcpt-Args`).
     pub fn rcpt_args(&self) -> Vec<String> {
         self.header_values("X-Rcpt-Args")
+    }
+
+    /// Panics with the whole message unless its transit tags are `expected`, top to bottom: a
+    /// tag of the lab's milter (`DIR; by=mx.test.example; k=...; mac=...`) reads `ours:DIR`,
+    /// any other value as it is (tests/it/e2e_dkim.rs verifies the MACs).
+    pub fn assert_transit_tags(&self, expected: &[&str]) {
+        let got: Vec<String> = self
+            .header_values("X-Transit")
+            .into_iter()
+            .map(|v| match v.split_once("; by=mx.test.example; k=") {
+                Some((dir, rest)) if rest.contains("; mac=") => format!("ours:{dir}"),
+                _ => v,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            expected,
+            "transit tags in {}:\n{}",
+            self.file.display(),
+            String::from_utf8_lossy(&self.raw)
+        );
     }
 
     /// Panics with the whole message unless `headers` has exactly `expected` values.
