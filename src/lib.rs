@@ -10,6 +10,7 @@
 //!                    ->  writer -> store             (group commit into SQLite, PostgreSQL,
 //!                                                     JSON lines, the log)
 //! track              ->  store, transit              (the MTA's log and queue after the milter)
+//! track, audit       ->  maillog                     (a leaf: syslog lines, the MTA's programs)
 //! everything         ->  config -> keys, token, ip   (the leaves)
 //! ```
 //!
@@ -35,6 +36,7 @@ mod ip;
 mod keys;
 mod listener;
 mod logging;
+mod maillog;
 mod metrics;
 mod policy;
 mod privacy;
@@ -66,4 +68,9 @@ pub mod internals {
         transit::State,
         writer::{EventWriter, GROUP_COMMIT_WINDOW},
     };
+
+    /// The mail log's lines: what benches/maillog.rs measures.
+    pub mod maillog {
+        pub use crate::maillog::*;
+    }
 }
