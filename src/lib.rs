@@ -10,6 +10,7 @@
 //!                    ->  writer -> store             (group commit into SQLite, PostgreSQL,
 //!                                                     JSON lines, the log)
 //! track              ->  store, transit              (the MTA's log and queue after the milter)
+//! track, audit       ->  maillog                     (a leaf: syslog lines, the MTA's programs)
 //! everything         ->  config -> keys, token, ip   (the leaves)
 //! ```
 //!
@@ -36,6 +37,7 @@ mod ip;
 mod keys;
 mod listener;
 mod logging;
+mod maillog;
 mod metrics;
 mod policy;
 mod privacy;
@@ -78,5 +80,10 @@ pub mod internals {
     /// Transit records, as the tracker changes them.
     pub mod transit {
         pub use crate::transit::{Delivery, State, Status, Step, Transit};
+    }
+
+    /// The mail log's lines: what benches/maillog.rs measures.
+    pub mod maillog {
+        pub use crate::maillog::*;
     }
 }

@@ -1,8 +1,9 @@
 //! The oldest MTA log line actually present: in log files (with their rotated and compressed
-//! siblings) and in the journal. A line is the MTA's when its syslog identifier is a Postfix
-//! program (`postfix/smtpd`, `postfix-mx/qmgr`) or Sendmail (`sendmail`, `sm-mta`).
+//! siblings) and in the journal. A line is the MTA's when its syslog identifier names one of
+//! the MTA's programs ([`crate::maillog::is_mta`]: `postfix/smtpd`, `postfix-mx/qmgr`,
+//! `sendmail`, `sm-mta`, `sm-msp-queue`, ...).
 
-use crate::track::parse::split_syslog;
+use crate::maillog::{is_mta, SyslogLine};
 use chrono::{DateTime, Utc};
 use std::{
     fs::File,
@@ -10,12 +11,6 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
-
-/// Whether a syslog identifier names the MTA.
-pub fn is_mta(ident: &str) -> bool {
-    let first = ident.split('/').next().unwrap_or("");
-    first.starts_with("postfix") || first == "sendmail" || first == "sm-mta"
-}
 
 /// One file of a log and the MTA lines it holds.
 #[derive(Clone, Debug)]
@@ -88,10 +83,11 @@ fn first_mta_line(path: &Path, modified: DateTime<Utc>) -> io::Result<Option<Dat
             return Ok(None);
         }
         let text = String::from_utf8_lossy(&line);
-        if let Some(parsed) = split_syslog(&text, &modified.with_timezone(&chrono::Local)) {
-            if is_mta(parsed.ident) {
-                return Ok(Some(parsed.time));
-            }
+        let Some(l) = SyslogLine::split(&text).filter(|l| is_mta(l.ident)) else {
+            continue;
+        };
+        if let Some(time) = l.stamp.time(&modified.with_timezone(&chrono::Local)) {
+            return Ok(Some(time));
         }
     }
 }
@@ -145,6 +141,7 @@ pub fn journal_oldest(journal: &Path) -> io::Result<Option<(DateTime<Utc>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{Datelike, TimeZone};
 
     #[test]
     fn generations() {
@@ -162,13 +159,25 @@ mod tests {
         }
     }
 
+    /// Sendmail's queue runner and daemon log under names of their own; their lines are the
+    /// MTA's as much as `sm-mta`'s.
     #[test]
-    fn mta_identifiers() {
-        for ident in ["postfix/smtpd", "postfix-mx/qmgr", "sendmail", "sm-mta"] {
-            assert!(is_mta(ident), "{ident}");
-        }
-        for ident in ["cron", "dovecot", "sendmailer", "kernel"] {
-            assert!(!is_mta(ident), "{ident}");
+    fn the_oldest_line_may_be_any_sendmail_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.log");
+        let modified = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+        for (ident, day) in [("sm-msp-queue", 27), ("sm-acceptingconnections", 28)] {
+            std::fs::write(
+                &path,
+                format!(
+                    "Nov 20 10:00:00 mx cron[1]: session opened\n\
+                     Nov {day} 10:00:00 mx {ident}[7]: x9EL4XLo001111: to=root, stat=Sent\n\
+                     Nov 29 10:00:00 mx sm-mta[8]: starting daemon\n"
+                ),
+            )
+            .unwrap();
+            let oldest = first_mta_line(&path, modified).unwrap().unwrap();
+            assert_eq!(oldest.with_timezone(&chrono::Local).day(), day, "{ident}");
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`follow`] and [`journal`] read the log (a file across rotation, or the journal), each
 //!   line with the place after it; [`state`] keeps that place across restarts.
-//! - [`parse`] turns a line into what it says about a queued message.
+//! - [`crate::maillog`] cuts a file's line into its parts; [`parse`] turns the message into
+//!   what it says about a queued message.
 //! - [`queue`] asks Postfix what is still queued (`postqueue -j`): it reports mail held too
 //!   long, and notices a message that left without its removal in the log.
 //!
@@ -21,6 +22,7 @@ use crate::{
     config::{Config, LogSource, Mta},
     event::stamp,
     keys,
+    maillog::SyslogLine,
     metrics::{label, TRACKER},
     privacy::Pseudonymiser,
     store::{self, Ledger, Sink, StoreError, TransitQuery},
@@ -29,7 +31,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use follow::FileFollower;
 use journal::JournalReader;
-use parse::{Parsed, Record, SyslogLine};
+use parse::{Parsed, Record};
 use sha2::{Digest, Sha256};
 use state::Place;
 use std::{
@@ -442,31 +444,28 @@ impl Tracker<'_> {
             self.counts.lines += 1;
             TRACKER.log_lines.inc();
             let cut = match &line.entry {
-                Some(e) => Some(SyslogLine {
-                    time: e.time,
-                    host: e.host.as_deref().unwrap_or(""),
-                    ident: &e.ident,
-                    pid: e.pid,
-                    message: &e.message,
-                }),
-                None => parse::split_syslog(&line.text, &now),
+                Some(e) => Some((e.time, e.ident.as_str(), e.message.as_str())),
+                None => SyslogLine::split(&line.text)
+                    .and_then(|l| Some((l.stamp.time(&now)?, l.ident, l.message))),
             };
-            let Some(cut) = cut else {
+            let Some((time, ident, message)) = cut else {
+                // Not syslog's shape, yet an outcome: a log format not known, to be noticed.
+                if parse::unsplit_outcome(self.mta, &line.text) {
+                    self.not_understood(None);
+                }
                 continue;
             };
-            let records = match parse::parse(self.mta, &cut) {
+            let records = match parse::parse(self.mta, ident, message) {
                 Parsed::Records(records) => records,
                 Parsed::Ignored => continue,
                 Parsed::NotUnderstood => {
-                    self.counts.not_understood += 1;
-                    TRACKER.log_lines_not_understood.inc();
-                    debug!(target: TARGET, ident = cut.ident, "a line not understood");
+                    self.not_understood(Some(ident));
                     continue;
                 }
             };
             for (n, record) in records.into_iter().enumerate() {
                 let key = format!("{}{n}", line.key);
-                if let Some(d) = self.step(&mut changed, record, cut.time, &key)? {
+                if let Some(d) = self.step(&mut changed, record, time, &key)? {
                     deliveries.push(d);
                 }
             }
@@ -495,6 +494,23 @@ impl Tracker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Counts a line that reads like one tracked but was not understood (`ident`: its program,
+    /// None for a line not syslog-shaped). The first of a run is a warning: many of them mean
+    /// the MTA logs in a format the parser does not know.
+    fn not_understood(&mut self, ident: Option<&str>) {
+        self.counts.not_understood += 1;
+        TRACKER.log_lines_not_understood.inc();
+        let what = match ident {
+            Some(ident) => format!("a line of {ident}"),
+            None => "a line not syslog-shaped that holds an outcome".to_string(),
+        };
+        if self.counts.not_understood == 1 {
+            warn!(target: TARGET, "{what} not understood (counted in privacy_milter_track_log_lines_not_understood); if more follow, the log is in a format the tracker does not read");
+        } else {
+            debug!(target: TARGET, "{what} not understood");
+        }
     }
 
     /// Applies one record; returns the delivery to record, if it is one of a transit message.

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "rules", "event", "classify", "privacy", "facts", "transit", "policy",
     ],
     &["config", "logging"],
-    &["keys", "token", "ip", "metrics"],
+    &["keys", "token", "ip", "metrics", "maillog"],
 ];
 
 fn layer_of(module: &str) -> usize {

@@ -192,15 +192,15 @@ fn journal_remote() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// A journal file in `dir` with one Postfix entry `days` ago (written by
+/// A journal file in `dir` with one entry of `ident` `days` ago (written by
 /// systemd-journal-remote from the journal export format).
-fn journal_with_entry(dir: &Path, days: i64) {
+fn journal_with_entry(dir: &Path, ident: &str, days: i64) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     let micros = (Utc::now() - Duration::days(days)).timestamp_micros();
     let export = format!(
         "__REALTIME_TIMESTAMP={micros}\n__MONOTONIC_TIMESTAMP=1\n_BOOT_ID=0123456789abcdef0123456789abcdef\n\
-         _HOSTNAME=mx\nSYSLOG_IDENTIFIER=postfix/smtpd\nSYSLOG_FACILITY=2\nMESSAGE=connect from unknown\n\n"
+         _HOSTNAME=mx\nSYSLOG_IDENTIFIER={ident}\nSYSLOG_FACILITY=2\nMESSAGE=connect from unknown\n\n"
     );
     let mut child = Command::new(journal_remote().unwrap())
         .arg(format!("--output={}", dir.join("remote.journal").display()))
@@ -362,10 +362,48 @@ fn mta_logs_findings_come_and_go() {
     setup.holds("mta_logs.files");
 
     if has_journal {
-        journal_with_entry(&d.join("journal"), 10);
+        journal_with_entry(&d.join("journal"), "postfix/smtpd", 10);
         setup.fails("mta_logs.journal", "postfix/smtpd");
-        journal_with_entry(&d.join("journal"), 3);
+        journal_with_entry(&d.join("journal"), "postfix/smtpd", 3);
         setup.holds("mta_logs.journal");
+    }
+}
+
+/// Sendmail's MSP queue runner (`sm-msp-queue`) and its daemon (`sm-acceptingconnections`)
+/// log under names of their own: their lines count in files and in the journal.
+#[test]
+fn every_sendmail_program_counts() {
+    let has_journal = crate::common::can_run(
+        journal_remote().is_some(),
+        "systemd-journal-remote is not installed (scripts/setup-test-deps)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8894@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: String::new(),
+        contact: "privacy@example.org",
+        extra: String::new(),
+        env: Vec::new(),
+    };
+    let log = d.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::create_dir_all(d.join("journal")).unwrap();
+    for ident in ["sm-msp-queue", "sm-acceptingconnections"] {
+        std::fs::write(
+            log.join("mail.log"),
+            line(9, ident, "x9EL4XLo001111: to=root, stat=Sent")
+                + &line(1, "sm-mta", "starting daemon"),
+        )
+        .unwrap();
+        let text = setup.fails("mta_logs.files", "mail.log");
+        assert!(text.contains("is 9 days old"), "{ident}: {text}");
+        if has_journal {
+            journal_with_entry(&d.join("journal"), ident, 10);
+            setup.fails("mta_logs.journal", ident);
+        }
     }
 }
 

@@ -69,6 +69,7 @@ mod rules_disabled;
 mod second_pass;
 mod shipped_config;
 mod socket_permissions;
+mod track;
 mod trusted_network;
 mod unit_sandbox;
 mod webmail;
