@@ -147,7 +147,7 @@ fn milter_protocol_2(test: &str, socket: Socket) {
         .send(lab.path());
     let (qid, got, event) = lab.delivered(&mid, 1);
     got[0].assert_header("X-Originating-IP", &["[203.0.113.7]"]);
-    got[0].assert_header("X-Transit", &["outbound"]);
+    got[0].assert_transit_tags(&["ours:outbound"]);
     assert_event(&event, "outbound", true, "203.0.113.7", true, false);
     assert_actions(
         &event,

@@ -26,6 +26,14 @@ fn daemon() -> (Daemon, u16) {
             command
         },
     );
+    // The milter's socket is bound before the daemon's run starts; the endpoint a moment later,
+    // once the key ring is read.
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (daemon, port)
 }
 
