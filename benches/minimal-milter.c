@@ -18,11 +18,12 @@
  * libmilter offers the no-reply options to the negotiate callback even where the MTA lacks
  * them (it fakes them); Postfix 3.x offers them all, so "only if offered" holds there.
  *
- * On TCP it does what src/listener.rs does, or it would measure the Nagle and delayed-ACK
- * stalls of design.md §7 (about 100 messages per second) instead of a milter:
- * TCP_NODELAY on the listening socket, which Linux copies to every accepted one, and
- * TCP_QUICKACK re-armed after every read. libmilter gives no access to its sockets, so it is
- * linked statically with -Wl,--wrap=read: its reads go through wrap_read below.
+ * On TCP it does what src/listener/quickack.rs does, or it would measure the Nagle and
+ * delayed-ACK stalls that Postfix's milter writes meet (about 100 messages per second, README's
+ * "Sockets") instead of a milter: TCP_NODELAY on the listening socket, which Linux copies to
+ * every accepted one, and TCP_QUICKACK re-armed after every read. libmilter gives no access
+ * to its sockets, so it is linked statically with -Wl,--wrap=read: its reads go through
+ * wrap_read below.
  *
  * Build: gcc -O2 -o minimal-milter benches/minimal-milter.c \
  *          "$(gcc -print-file-name=libmilter.a)" -lpthread -Wl,--wrap=read

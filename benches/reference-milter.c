@@ -1,8 +1,8 @@
 /*
  * The libmilter C reference for scripts/bench-postfix: privacy-milter's two header rules,
  * written as a conventional libmilter milter is (the way the milters of the
- * OpenDKIM / dkim-milter class and libmilter's own sample are), for issue 16's CPU target
- * (privacy-milter's own CPU per message at most half of this milter's).
+ * OpenDKIM / dkim-milter class and libmilter's own sample are), for the CPU target of
+ * docs/performance.md (privacy-milter's own CPU per message at most half of this milter's).
  *
  * Conventional means: no negotiate callback, so libmilter asks for its defaults (every stage,
  * each with a reply, the MTA's default macros); a thread per connection (libmilter's

@@ -1,4 +1,4 @@
-//! Classification (design.md §3): who sent the message, where each recipient lives, and
+//! Classification (the README's "Classification"): who sent the message, where each recipient lives, and
 //! so the message's direction and whether we only pass it on (transit).
 
 use crate::{

@@ -1,4 +1,4 @@
-//! The event (design.md §6, schema `privacy-milter.message.v1`): one per message that
+//! The event (schema `privacy-milter.message.v1`, its fields in the README's "Events"): one per message that
 //! reached end of message, or was aborted, rejected or tempfailed after MAIL FROM.
 //! Personal fields are pseudonymised here, before any sink sees them.
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! main.rs            ->  cli (the command line), daemon / commands
-//! daemon, track      ->  callbacks -> session        (one per milter connection)
+//! daemon             ->  callbacks -> session        (one per milter connection)
 //! session            ->  classify, rules, event      (the pure core: facts in, edits out)
 //!                    ->  writer -> store             (group commit into SQLite, PostgreSQL,
 //!                                                     JSON lines, the log)
@@ -18,7 +18,9 @@
 //! [`facts`](crate) of a connection and a message; at end of message `classify` decides
 //! direction and transit, each rule in `rules/` turns facts into header edits, and the
 //! `event`, pseudonymised by `privacy`, goes to the `writer`, which owns every `store`.
-//! `docs/architecture.md` walks through it and says where to add a rule, a sink or a command.
+//! `docs/architecture.md` is the map (the layers, and every file with what it holds; a test
+//! holds it to the code), walks through the data flow and says where to add a rule, a sink
+//! or a command.
 //!
 //! The library exists for the binary and for tests: [`run`] serves a bound [`Listener`]
 //! in-process. [`internals`] is what the crate's own benches reach inside for; it is not a

@@ -1,5 +1,5 @@
 //! What the operator wrote: the configuration schema, one struct per TOML table, with the
-//! defaults of design.md §5. Plain data, no I/O: [`super::Config`] is what the program runs
+//! defaults the shipped `conf/privacy-milter.toml` documents. Plain data, no I/O: [`super::Config`] is what the program runs
 //! with, these settings plus what they name (the local domain file, the CA roots).
 //!
 //! Unknown keys are errors (`deny_unknown_fields`), so a typo never silently turns a rule off.

@@ -1,4 +1,4 @@
-//! Rule `originating_ip` (design.md §4): mail from our own senders carries
+//! Rule `originating_ip`: mail from our own senders carries
 //! `X-Originating-IP: [address]`, the address of the client or, for webmail, of the browser.
 //!
 //! - External senders: nothing changes; their header is the remote system's statement.

@@ -1,31 +1,169 @@
-//! The house's layout: modules depend only on the layers below them (or, within a layer, on
-//! each other without a cycle), read from the `crate::` paths in `src/`. A `use` that points
-//! upward fails here, naming the file.
+//! The house's map, held to the code. `docs/architecture.md` is the map: its layers (modules
+//! depend only on their own layer, without a cycle, and the layers below) and its table of every
+//! file under `src/`. A `use` that points upward fails here, naming the file; so does a file the
+//! table leaves out, or a file the page names that does not exist.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
-/// The library's top-level modules, from the top of the data flow to the leaves.
-const LAYERS: &[&[&str]] = &[
-    &["cli"],
-    &["commands", "audit", "daemon", "track"],
-    &["callbacks", "listener"],
-    &["session"],
-    &["writer"],
-    &["store"],
-    &[
-        "rules", "event", "classify", "privacy", "facts", "transit", "policy",
-    ],
-    &["config", "logging"],
-    &["keys", "token", "ip", "metrics", "maillog"],
-];
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
-fn layer_of(module: &str) -> usize {
-    LAYERS
+fn map() -> String {
+    std::fs::read_to_string(root().join("docs/architecture.md")).unwrap()
+}
+
+/// The text after `marker` up to the first blank line after its content.
+fn section<'a>(map: &'a str, marker: &str) -> &'a str {
+    let at = map
+        .find(marker)
+        .unwrap_or_else(|| panic!("docs/architecture.md has no {marker}"));
+    let rest = &map[at + marker.len()..];
+    let rest = rest.trim_start_matches(['\n', ' ', '-', '>']);
+    rest.split("\n\n").next().unwrap()
+}
+
+/// The layers of the map: top-level modules, from the top of the data flow to the leaves.
+/// A line of the block names its modules, then (after two spaces or more) what they are.
+fn layers(map: &str) -> Vec<Vec<String>> {
+    section(map, "<!-- layers")
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.trim().is_empty())
+        .map(|l| {
+            let names = l.split("  ").next().unwrap();
+            names.split_whitespace().map(String::from).collect()
+        })
+        .collect()
+}
+
+fn layer_of(layers: &[Vec<String>], module: &str) -> usize {
+    layers
         .iter()
-        .position(|layer| layer.contains(&module))
-        .unwrap_or_else(|| panic!("module {module} is in no layer of tests/it/architecture.rs"))
+        .position(|layer| layer.iter().any(|m| m == module))
+        .unwrap_or_else(|| panic!("module {module} is in no layer of docs/architecture.md"))
+}
+
+/// The paths (under `src/`) of the map's table of files.
+fn mapped_files(map: &str) -> BTreeSet<String> {
+    section(map, "<!-- files")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| l.split('`').next().unwrap().to_string())
+        .collect()
+}
+
+/// Every file under `dir` (of the repository; any kind: templates too), relative to it.
+fn files_under(dir: &str) -> BTreeSet<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else {
+                out.insert(path.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let base = root().join(dir);
+    let mut out = BTreeSet::new();
+    walk(&base, &base, &mut out);
+    out
+}
+
+fn src_files() -> BTreeSet<String> {
+    files_under("src")
+}
+
+#[test]
+fn every_file_of_src_is_on_the_map_and_the_map_names_no_other() {
+    let map = map();
+    let mapped = mapped_files(&map);
+    let present = src_files();
+    let unmapped: Vec<_> = present.difference(&mapped).collect();
+    let gone: Vec<_> = mapped.difference(&present).collect();
+    assert!(
+        unmapped.is_empty() && gone.is_empty(),
+        "docs/architecture.md's table of files: add {unmapped:?}; remove {gone:?} (no such file)"
+    );
+    // Each top-level module of the files is in a layer (main.rs and lib.rs stand outside).
+    for file in &present {
+        let top = file.split('/').next().unwrap().trim_end_matches(".rs");
+        if !["main", "lib", "templates"].contains(&top) {
+            layer_of(&layers(&map), top);
+        }
+    }
+}
+
+/// Whether a path the page names in backticks exists: from the repository's root, under `src/`,
+/// or (a bare file name, `session.rs`, or a folder, `parse/`) somewhere under `src/` or
+/// `tests/it/`.
+fn exists(name: &str, src_files: &BTreeSet<String>) -> bool {
+    let root = root();
+    if root.join(name).exists() || root.join("src").join(name).exists() {
+        return true;
+    }
+    let name = name.trim_start_matches("src/");
+    src_files
+        .iter()
+        .map(|f| format!("src/{f}"))
+        .chain(
+            files_under("tests/it")
+                .iter()
+                .map(|f| format!("tests/it/{f}")),
+        )
+        .any(|f| {
+            f.ends_with(&format!("/{name}"))
+                || name.ends_with('/') && f.contains(&format!("/{name}"))
+        })
+}
+
+/// The backticked words of `text` that look like a path: a file with an extension we keep
+/// (`.rs`, `.j2`, `.md`, `.toml`, `.8`, `.5`) or a folder (`store/`).
+fn named_paths(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+                && !w.starts_with('.')
+                && (w.ends_with('/') && w.len() > 1
+                    || [".rs", ".j2", ".md", ".toml", ".8", ".5"]
+                        .iter()
+                        .any(|e| w.ends_with(e)))
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_map_names_only_paths_that_exist() {
+    let map = map();
+    let files = src_files();
+    let missing: Vec<_> = named_paths(&map)
+        .into_iter()
+        .filter(|p| !exists(p, &files))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md names paths that do not exist: {missing:?}"
+    );
+}
+
+#[test]
+fn the_map_checks_can_fail() {
+    let files = src_files();
+    assert!(exists("session.rs", &files) && exists("store/sqlite/wal.rs", &files));
+    assert!(exists("tests/it/cli.rs", &files) && exists("parse/", &files));
+    assert!(!exists("listener.rs", &files) && !exists("store/sqlite/db.rs", &files));
+    assert_eq!(
+        named_paths("see `a.rs`, `x::y`, `store/`, `events.sinks`, `b/c.j2`"),
+        ["a.rs", "store/", "b/c.j2"]
+    );
+    let layers = layers("<!-- layers -->\n```\na b   top\nc     leaves\n```\n");
+    assert_eq!(layers, [vec!["a", "b"], vec!["c"]]);
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -101,7 +239,8 @@ fn referenced(code: &str) -> BTreeSet<String> {
 
 #[test]
 fn dependencies_point_down_and_never_in_a_cycle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let layers = layers(&map());
+    let src = root().join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -117,7 +256,7 @@ fn dependencies_point_down_and_never_in_a_cycle() {
             if dep == module {
                 continue;
             }
-            if layer_of(&dep) < layer_of(&module) {
+            if layer_of(&layers, &dep) < layer_of(&layers, &module) {
                 upward.push(format!(
                     "{} ({module}) uses {dep}, a layer above it",
                     file.strip_prefix(&src).unwrap().display()

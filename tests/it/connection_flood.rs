@@ -1,4 +1,4 @@
-//! More connections than the daemon has file descriptors (issue 15.1): accept() then fails
+//! More connections than the daemon has file descriptors: accept() then fails
 //! with EMFILE. The daemon must back off, keep serving the sessions it has, say so once, and
 //! accept again when descriptors free up, never exit.
 

@@ -1,4 +1,4 @@
-//! Events: exactly one per message, with the fields of design.md §6.
+//! Events: exactly one per message, with the fields the README's "Events" lists.
 
 use crate::common::*;
 

@@ -1,4 +1,4 @@
-//! A seeded protocol fuzz against the real daemon (issue 15, standing checks): a few thousand
+//! A seeded protocol fuzz against the real daemon (a standing check): a few thousand
 //! sessions, most of them mutated (random bytes, truncated frames, wrong lengths, commands out
 //! of order, huge macro lists, strings without their NUL, header names with control
 //! characters), the rest valid and interleaved with them, several at a time. Asserted: the

@@ -1,4 +1,4 @@
-//! What one connection may hold (issue 15.2): a connection that sends nothing, or stops in the
+//! What one connection may hold: a connection that sends nothing, or stops in the
 //! middle of a frame, is closed after `session_timeout`; a frame longer than any MTA sends is
 //! refused before the daemon reads, or makes room for, its payload.
 
