@@ -38,6 +38,7 @@ mod facts;
 mod ip;
 mod keys;
 mod listener;
+mod logcopy;
 mod logging;
 mod maillog;
 mod metrics;
@@ -82,6 +83,14 @@ pub mod internals {
     /// Transit records, as the tracker changes them.
     pub mod transit {
         pub use crate::transit::{Delivery, State, Status, Step, Transit};
+    }
+
+    /// The log copy's rewriter and what it is made of: what benches/logcopy.rs measures.
+    pub mod logcopy {
+        pub use crate::config::{AddressPrivacy, IpPrivacy, Privacy};
+        pub use crate::keys::Key;
+        pub use crate::logcopy::*;
+        pub use crate::privacy::Pseudonymiser;
     }
 
     /// The mail log's lines: what benches/maillog.rs measures.
