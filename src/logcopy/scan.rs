@@ -296,22 +296,19 @@ impl Scan<'_> {
     }
 
     fn host(&mut self, name: &str, at: usize) {
-        let lower = name.trim_end_matches('.');
-        if is_pseudonym(name)
-            || lower.eq_ignore_ascii_case("unknown")
-            || lower.eq_ignore_ascii_case("localhost")
-            || lower.parse::<IpAddr>().is_ok()
-        {
+        let bare = name.trim_end_matches('.');
+        if bare.parse::<IpAddr>().is_ok() {
             // An IP in a name's place (relay=127.0.0.1[127.0.0.1]) is scanned as an IP.
-            if lower.parse::<IpAddr>().is_ok() {
-                self.ip(lower, at);
-                self.out.push_str(&name[lower.len()..]);
-            } else {
-                self.out.push_str(name);
-            }
-            return;
+            self.ip(bare, at);
+            self.out.push_str(&name[bare.len()..]);
+        } else if is_pseudonym(name)
+            || bare.eq_ignore_ascii_case("unknown")
+            || bare.eq_ignore_ascii_case("localhost")
+        {
+            self.out.push_str(name);
+        } else {
+            self.field(Field::Host, name, at);
         }
-        self.field(Field::Host, name, at);
     }
 
     /// A HELO name: a host name, or text (an address literal).
