@@ -146,7 +146,7 @@ fn track(config: Config, once: bool) -> Result<(), Failure> {
                     _ = terminate.recv() => info!("SIGTERM: stopping"),
                     _ = interrupt.recv() => info!("SIGINT: stopping"),
                     _ = hangup.recv() => {
-                        info!("SIGHUP: nothing to reload; the tracker follows log rotation by itself");
+                        info!("SIGHUP: nothing to reload (the tracker follows log rotation by itself; a change of [tracking] or [mta_logs] takes effect at a restart)");
                         continue;
                     }
                 }

@@ -30,6 +30,7 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "events",
     "privacy",
     "retention",
+    "mta_logs",
     "tracking",
     "metrics",
     "policy",

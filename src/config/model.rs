@@ -32,6 +32,7 @@ pub struct Settings {
     pub events: Events,
     pub privacy: Privacy,
     pub retention: Retention,
+    pub mta_logs: MtaLogs,
     pub tracking: Tracking,
     pub metrics: Metrics,
     pub policy: Policy,
@@ -54,6 +55,7 @@ impl Default for Settings {
             events: Events::default(),
             privacy: Privacy::default(),
             retention: Retention::default(),
+            mta_logs: MtaLogs::default(),
             tracking: Tracking::default(),
             metrics: Metrics::default(),
             policy: Policy::default(),
@@ -476,8 +478,9 @@ pub struct Retention {
     pub aborted: Period,
     /// How often the daemon deletes expired events from the ledger.
     pub purge_interval: Period,
-    /// How long the MTA's own log lines (which hold every raw IP and address) may be kept:
-    /// what the policy promises and `audit` checks; the milter deletes none of them itself.
+    /// How long the MTA's own log lines may be kept: the raw ones without `[mta_logs] copy`
+    /// (they hold every raw IP and address; logrotate and journald delete them), the
+    /// pseudonymised copy with it (the tracker deletes its files).
     pub mta_logs: Period,
 }
 
@@ -511,6 +514,35 @@ impl Default for Retention {
             aborted: days(7),
             purge_interval: Period(std::time::Duration::from_secs(3600)),
             mta_logs: days(7),
+        }
+    }
+}
+
+/// `[mta_logs]`: the MTA's own log under the policy. The raw log (file or journal) is kept only
+/// `raw_window` (logrotate and journald delete it); `privacy-milter track` writes a
+/// pseudonymised copy of every line it reads into `copy`, kept for `retention.mta_logs`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaLogs {
+    /// The directory of the pseudonymised copy; empty: no copy is written.
+    pub copy: PathBuf,
+    /// How long raw lines are kept (for fail2ban and live troubleshooting): what the policy
+    /// promises and `audit` checks. `0s`: none kept raw.
+    pub raw_window: Period,
+}
+
+impl MtaLogs {
+    /// Whether the tracker writes the copy.
+    pub fn copies(&self) -> bool {
+        !self.copy.as_os_str().is_empty()
+    }
+}
+
+impl Default for MtaLogs {
+    fn default() -> Self {
+        Self {
+            copy: PathBuf::new(),
+            raw_window: Period(std::time::Duration::from_secs(86400)),
         }
     }
 }

@@ -2,6 +2,12 @@
 //! queue are set up once at start; a reload that changes them keeps the running values (so the
 //! running configuration always describes what runs) and says, every time, that they need a
 //! restart.
+//!
+//! `[tracking]` and `[mta_logs]` are read by `privacy-milter track`, a process of its own that
+//! reads its configuration once: a SIGHUP to it reloads nothing, and a change of where the
+//! log is, of the copy's directory or of its raw window takes effect when it restarts (the
+//! copy goes on from the place saved with the tracker's). The daemon takes their new values
+//! on reload, as it uses none of them.
 
 use super::Config;
 

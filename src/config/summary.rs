@@ -52,6 +52,17 @@ impl Config {
             })
             .collect();
         let r = &self.retention;
+        let m = &self.mta_logs;
+        let mta_logs = if m.copies() {
+            format!(
+                "raw lines kept {}, then only a pseudonymised copy in {} (written by privacy-milter track, under [privacy]) until {}",
+                m.raw_window,
+                m.copy.display(),
+                r.mta_logs
+            )
+        } else {
+            format!("no pseudonymised copy; raw lines kept {}", r.mta_logs)
+        };
         format!(
             "socket: {socket}\n\
              dry run: {dry}\n\
@@ -63,6 +74,7 @@ impl Config {
              events: {ev_on}, sinks {sinks}, durability {durability}, on error {on_error}\n\
              privacy: ip {ip}, address {addr}\n\
              retention: inbound {ri}, outbound {ro}, internal {rn}, relay {rr}, rejected {rj}, aborted {ra}; purge every {rp}; MTA logs {rm}\n\
+             MTA logs: {mta_logs}\n\
              tracking (privacy-milter track): {mta} log {log}, place kept in {state}, queue checked every {qi}, alert after {aa}",
             socket = self.socket,
             dry = on(self.dry_run),

@@ -197,6 +197,7 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
     if s.retention.mta_logs.0.is_zero() {
         return Err(("retention.mta_logs", "must be longer than 0s".into()));
     }
+    check_mta_logs(s)?;
     let t = &s.tracking;
     if t.queue_interval.0.is_zero() {
         return Err(("tracking.queue_interval", "must be longer than 0s".into()));
@@ -217,4 +218,58 @@ pub(super) fn check(s: &Settings) -> Result<(), KeyProblem> {
         return Err(("privacy.key_rotation", "must be longer than 0s".into()));
     }
     Ok(())
+}
+
+/// `[mta_logs]`, with a copy (without one the raw window means nothing: the raw log is kept
+/// `retention.mta_logs`): the raw window within the period logs are kept at all, and a copy
+/// that can neither overwrite the log nor pass for one of its rotations.
+fn check_mta_logs(s: &Settings) -> Result<(), KeyProblem> {
+    let m = &s.mta_logs;
+    if !m.copies() {
+        return Ok(());
+    }
+    // The copy is kept in a file per day, deleted whole: shorter periods cannot be kept.
+    if s.retention.mta_logs.0 < DAY {
+        return Err((
+            "retention.mta_logs",
+            format!(
+                "{} is shorter than a day, the unit the copy in mta_logs.copy is kept and deleted in",
+                s.retention.mta_logs
+            ),
+        ));
+    }
+    if m.raw_window.0 > s.retention.mta_logs.0 {
+        return Err((
+            "mta_logs.raw_window",
+            format!(
+                "{} is longer than retention.mta_logs ({}): raw lines cannot be kept longer than the log at all",
+                m.raw_window, s.retention.mta_logs
+            ),
+        ));
+    }
+    if m.copy.is_relative() {
+        return Err((
+            "mta_logs.copy",
+            format!("{} is not an absolute path", m.copy.display()),
+        ));
+    }
+    let t = &s.tracking;
+    let log_dir = t.path.parent().filter(|d| !d.as_os_str().is_empty());
+    if t.source == super::LogSource::File && log_dir.is_some_and(|d| same_path(d, &m.copy)) {
+        return Err((
+            "mta_logs.copy",
+            format!(
+                "{} is the directory of tracking.path: the copy's files would be taken for the log's own rotations",
+                m.copy.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+const DAY: Duration = Duration::from_secs(86400);
+
+/// The same path, but for trailing slashes and `.` components.
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a.components().eq(b.components())
 }

@@ -44,6 +44,11 @@ fn shipped_config_passes() {
         stdout.contains("sinks ledger (/var/lib/privacy-milter/ledger.sqlite)"),
         "{stdout}"
     );
+    // The MTA's log: raw for a day, then only the pseudonymised copy.
+    assert!(
+        stdout.contains("MTA logs: raw lines kept 1d, then only a pseudonymised copy in /var/log/privacy-milter/mta (written by privacy-milter track, under [privacy]) until 7d"),
+        "{stdout}"
+    );
     // And the answer waits for the event (the shipped default).
     assert!(
         stdout.contains(", durability sync, on error accept"),

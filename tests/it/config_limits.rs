@@ -174,3 +174,40 @@ fn a_sink_named_twice_is_refused() {
         &["key events.sinks", "\"jsonl\" is named twice"],
     );
 }
+
+/// `[mta_logs]`: raw lines kept no longer than the log at all, a copy kept in whole days, in a
+/// directory of its own (in the log's, its files would pass for the log's rotations).
+#[test]
+fn the_raw_window_and_the_copy_are_bounded() {
+    refused(
+        "raw_window = \"1d\"",
+        "raw_window = \"8d\"",
+        &[
+            "privacy-milter.toml",
+            "key mta_logs.raw_window",
+            "8d is longer than retention.mta_logs (7d)",
+        ],
+    );
+    accepted("raw_window = \"1d\"", "raw_window = \"7d\"");
+    accepted("raw_window = \"1d\"", "raw_window = \"0s\"");
+    refused(
+        "mta_logs = \"7d\"",
+        "mta_logs = \"12h\"",
+        &["key retention.mta_logs", "shorter than a day"],
+    );
+    // Without a copy the raw window means nothing, and a short retention is the operator's.
+    accepted(
+        "mta_logs = \"7d\"\n\n[mta_logs]\ncopy = \"/nonexistent/privacy-milter/mta\"",
+        "mta_logs = \"12h\"\n\n[mta_logs]\ncopy = \"\"",
+    );
+    refused(
+        "copy = \"/nonexistent/privacy-milter/mta\"",
+        "copy = \"/var/log\"",
+        &["key mta_logs.copy", "the directory of tracking.path"],
+    );
+    refused(
+        "copy = \"/nonexistent/privacy-milter/mta\"",
+        "copy = \"mta\"",
+        &["key mta_logs.copy", "not an absolute path"],
+    );
+}
