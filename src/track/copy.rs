@@ -419,6 +419,7 @@ fn recover(dir: &Path, path: &Path, saved: Option<&CopyPlace>) -> io::Result<Fou
     if length > saved.length {
         file.set_len(saved.length)?;
         file.sync_data()?;
+        info!(target: TARGET, "{}: {} bytes written after the saved place cut off; their lines are read again from the log", path.display(), length - saved.length);
     } else if length < saved.length {
         warn!(target: TARGET, "{} is shorter ({length} bytes) than when its place was saved ({}): lines were lost from it", path.display(), saved.length);
     }

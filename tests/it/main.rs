@@ -53,6 +53,7 @@ mod ledger;
 mod ledger_contract;
 mod ledger_faults;
 mod local_submission;
+mod log_copy;
 mod logging;
 mod mixed_recipients;
 mod no_header_actions;
