@@ -46,8 +46,18 @@ fn golden(name: &str, actual: &str) {
 #[test]
 fn the_shipped_configuration() {
     let shipped = root("conf/privacy-milter.toml");
-    golden("shipped.md", &cli(&shipped, "markdown"));
+    let text = cli(&shipped, "markdown");
+    golden("shipped.md", &text);
     golden("shipped.html", &cli(&shipped, "html"));
+    // The MTA's logs: raw for a day, then only the pseudonymised copy; not all in full for
+    // the whole period.
+    assert!(
+        text.contains("They are kept in that form for 1 day only")
+            && text.contains("After that only a copy of them remains")
+            && text.contains("The copy is deleted after 7 days")
+            && !text.contains("These logs are deleted after"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -170,6 +180,42 @@ fn each_key_changes_its_sentence() {
         (
             vec![("retention.mta_logs", S("3d"))],
             "deleted after 3 days",
+        ),
+        (
+            vec![("mta_logs.raw_window", S("2d"))],
+            "kept in that form for 2 days only",
+        ),
+        (
+            vec![("mta_logs.raw_window", S("0s"))],
+            "They are not kept in that form. After that only a copy",
+        ),
+        (
+            vec![("mta_logs.copy", S(""))],
+            "addresses, in full. These logs are deleted after 7 days.",
+        ),
+        (
+            vec![("privacy.ip", S("hmac"))],
+            "each IP address and each host name of a client or server is replaced by a keyed hash of it (HMAC-SHA256, the same as in our records)",
+        ),
+        (
+            vec![("privacy.ip", S("full"))],
+            "IP addresses and the host names of clients and servers stay in full",
+        ),
+        (
+            vec![("privacy.ip", S("omit"))],
+            "IP addresses and the host names of clients and servers are removed",
+        ),
+        (
+            vec![("privacy.address", S("hmac"))],
+            "each user name and session identifier by a keyed hash of it",
+        ),
+        (
+            vec![("privacy.address", S("full"))],
+            "e-mail addresses and user names stay in full",
+        ),
+        (
+            vec![("privacy.address", S("omit"))],
+            "e-mail addresses, user names and session identifiers are removed",
         ),
         (vec![("events.enabled", B(false))], "keeps no record"),
         (
