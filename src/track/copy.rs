@@ -727,6 +727,22 @@ mod tests {
         assert_eq!(names(dir.path()), expected);
     }
 
+    /// Caught up after midnight: the day's file is rotated though no line of the new day came.
+    #[test]
+    fn midnight_rotates_without_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let mut copy = LogCopy::open(Some(dir.path()), WEEK, None, privacy()).unwrap();
+        copy.write(&[read(&line(days_ago(1), 1))], &stop).unwrap();
+        copy.saved();
+        assert!(copy.tick(&stop).unwrap(), "the place is to be saved");
+        copy.saved();
+        let rotated = format!("mail.log-{}.gz", days_ago(1).format("%Y%m%d"));
+        assert_eq!(names(dir.path()), ["mail.log".to_string(), rotated]);
+        assert_eq!(copy.place().unwrap().length, 0);
+        assert!(!copy.tick(&stop).unwrap());
+    }
+
     #[test]
     fn journal_entries_become_syslog_lines() {
         let entry = JournalEntry {
