@@ -727,6 +727,32 @@ mod tests {
         assert_eq!(names(dir.path()), expected);
     }
 
+    /// A write that fails is tried again from the saved place: its lines once.
+    #[test]
+    fn a_failed_write_is_retried_from_the_saved_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let mut copy = LogCopy::open(Some(dir.path()), WEEK, None, privacy()).unwrap();
+        copy.write(&[read(&line(days_ago(2), 0))], &stop).unwrap();
+        copy.saved();
+        // The file's handle made unwritable: the first try fails.
+        copy.0.as_mut().unwrap().file = File::open(dir.path().join(CURRENT)).unwrap();
+        let lines: Vec<Read> = (1..4)
+            .map(|n| read(&line(days_ago(3 - n as i64), n)))
+            .collect();
+        copy.write(&lines, &stop).unwrap();
+        copy.saved();
+        let text = text_of(dir.path());
+        for n in 0..4 {
+            assert_eq!(text.matches(&format!(" {n:011X}: ")).count(), 1, "{text}");
+        }
+        // Asked to stop, a failure is an error naming the copy.
+        copy.0.as_mut().unwrap().file = File::open(dir.path().join(CURRENT)).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let e = copy.write(&lines, &stop).unwrap_err().to_string();
+        assert!(e.contains("mta_logs.copy") && e.contains(CURRENT), "{e}");
+    }
+
     /// Caught up after midnight: the day's file is rotated though no line of the new day came.
     #[test]
     fn midnight_rotates_without_a_line() {

@@ -379,6 +379,30 @@ fn truncated_copy_is_the_rewritten_log() {
     );
 }
 
+/// A state saved without the copy (an earlier version, or the copy off): it loads, and the
+/// copy starts at the place in the log, with what comes after it.
+#[test]
+fn a_state_without_the_copy_starts_it_at_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("log")).unwrap();
+    let config = d.join("privacy-milter.toml");
+    let text = case_config("log_copy/truncated.toml", d);
+    let copy_line = format!("copy = \"{}/mta\"", d.display());
+    assert!(text.contains(&copy_line));
+    fs::write(&config, text.replace(&copy_line, "copy = \"\"")).unwrap();
+    let log = d.join("log/mail.log");
+    let mut raw = Vec::new();
+    append(&log, 0..50, &mut raw);
+    track_once(&config);
+    let state = fs::read_to_string(d.join("track.state")).unwrap();
+    assert!(!state.contains("copy"), "{state}");
+    fs::write(&config, &text).unwrap();
+    append(&log, 50..80, &mut raw);
+    track_once(&config);
+    assert_each_line_once(&copy_lines(&d.join("mta")), &raw[50..]);
+}
+
 /// Lines of past days: a file per day, compressed, their lines in them; a shorter retention
 /// deletes the days that began before it.
 #[test]
