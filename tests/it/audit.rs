@@ -720,3 +720,171 @@ async fn connections_that_could_not_edit() {
     let text = setup.holds("milter.edits");
     assert!(text.contains("1 event"), "{text}");
 }
+
+/// With a pseudonymised copy (`[mta_logs] copy`, written by the real `privacy-milter track`):
+/// raw lines are held to `mta_logs.raw_window`, not `retention.mta_logs`; the copy's age, its
+/// lag behind the log and any raw field in it are found. Each finding goes once its cause is
+/// fixed the way docs/log-retention.md says, with the drop-ins of docs/examples.
+#[test]
+fn the_copy_and_the_raw_window() {
+    let has_logrotate = crate::common::can_run(
+        Path::new("/usr/sbin/logrotate").exists(),
+        "logrotate is not installed (scripts/setup-test-deps)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let log = d.join("log");
+    let mail_log = log.join("mail.log");
+    let copy = d.join("copy");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::create_dir_all(d.join("logrotate.d")).unwrap();
+    std::fs::create_dir_all(d.join("journald.conf.d")).unwrap();
+    std::fs::create_dir_all(d.join("journal")).unwrap();
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8895@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: format!("mta = \"sendmail\"\npath = \"{}\"", mail_log.display()),
+        contact: "privacy@example.org",
+        extra: format!(
+            "[privacy]\nip = \"truncated\"\naddress = \"domain\"\n[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
+            copy.display()
+        ),
+        env: Vec::new(),
+    };
+    std::fs::write(
+        d.join("logrotate.conf"),
+        format!(
+            "weekly\nrotate 4\ncreate\ninclude {}/logrotate.d\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("journald.conf"),
+        "[Journal]\nMaxRetentionSec=6day\nMaxFileSec=1day\n",
+    )
+    .unwrap();
+    let track = || {
+        let out = e2e::Milter::command()
+            .arg("--config")
+            .arg(setup.config())
+            .args(["track", "--once"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // Raw lines of two days and one day ago: within retention.mta_logs, not the raw window.
+    let (client, address) = ("203.0.113.77", "alice.secret@example.org");
+    std::fs::write(
+        &mail_log,
+        line(2, "sm-mta", &format!("x9EL4XLo001111: from=<{address}>, size=100, class=0, nrcpts=1, relay=c.example.org [{client}]"))
+            + &line(1, "sm-mta", &format!("x9EL4XLo001111: to=<{address}>, delay=00:00:01, mailer=local, pri=1, relay=local, dsn=2.0.0, stat=Sent")),
+    )
+    .unwrap();
+    let text = setup.fails("mta_logs.files", "mta_logs.raw_window is 1 day");
+    assert!(text.contains("2 days"), "{text}");
+    setup.fails("mta_logs.logrotate", "no logrotate rule names");
+    setup.fails("mta_logs.journald", "longer than mta_logs.raw_window");
+    // No copy yet, and the log has lines to copy.
+    setup.fails("mta_logs.copy", "no copy written yet");
+    setup.fails("mta_logs.copy_lag", "has none");
+
+    // The tracker writes the copy: it holds the lines, pseudonymised.
+    track();
+    let text = setup.holds("mta_logs.copy");
+    assert!(text.contains("2 days old"), "{text}");
+    setup.holds("mta_logs.copy_lag");
+    let text = setup.holds("mta_logs.copy_raw");
+    assert!(text.contains("newest 2 lines"), "{text}");
+
+    // A raw IP in the copy is found; the finding does not repeat it.
+    let current = copy.join("mail.log");
+    let before = std::fs::read_to_string(&current).unwrap();
+    std::fs::write(
+        &current,
+        before.clone() + &line(1, "sm-mta", &format!("x9EL4XLo001111: relay=[{client}]")),
+    )
+    .unwrap();
+    let text = setup.fails("mta_logs.copy_raw", "holds a raw Ip field");
+    assert!(!text.contains(client), "{text}");
+    std::fs::write(&current, before).unwrap();
+    setup.holds("mta_logs.copy_raw");
+
+    // A raw line the tracker has not copied yet: the copy is behind, until it runs.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&mail_log)
+        .unwrap()
+        .write_all(line(0, "sm-mta", "x9EL4XLo001111: done").as_bytes())
+        .unwrap();
+    let text = setup.fails("mta_logs.copy_lag", "behind the newest MTA line");
+    assert!(text.contains("privacy-milter-track"), "{text}");
+    track();
+    setup.holds("mta_logs.copy_lag");
+
+    // A copy file past retention.mta_logs (left while the tracker was away): found, then gone.
+    let stale = copy.join("mail.log-20261120.gz");
+    gzip(&stale, &line(10, "sm-mta", "x9EL4XLo000000: removed"));
+    age(&stale, 10);
+    let text = setup.fails("mta_logs.copy", "10 days old");
+    assert!(text.contains(&format!("rm {}", stale.display())), "{text}");
+    std::fs::remove_file(&stale).unwrap();
+    setup.holds("mta_logs.copy");
+
+    // The raw window kept: mail.log as the drop-in's daily rotation leaves it, the drop-ins of
+    // docs/examples installed.
+    std::fs::write(&mail_log, line(0, "sm-mta", "x9EL4XLo001111: done")).unwrap();
+    setup.holds("mta_logs.files");
+    let ours = docs("logrotate-mail-raw-window")
+        .replace("/var/log/mail.log", &mail_log.display().to_string());
+    std::fs::write(d.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    let text = setup.holds("mta_logs.logrotate");
+    assert!(
+        text.contains("daily, rotate 0") && text.contains("1 day"),
+        "{text}"
+    );
+    if has_logrotate {
+        let said = logrotate_says(&d.join("logrotate.conf"), &d.join("lr.state")).unwrap();
+        assert!(
+            said.contains(&format!("rotating pattern: {} ", mail_log.display()))
+                && !said.contains("error"),
+            "{said}"
+        );
+    }
+    std::fs::write(
+        d.join("journald.conf.d/privacy-milter.conf"),
+        docs("journald-raw-window.conf"),
+    )
+    .unwrap();
+    let text = setup.holds("mta_logs.journald");
+    assert!(text.contains("up to 1 day"), "{text}");
+    let (_, findings) = setup.audit();
+    let failing: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["ok"] == false && f["check"].as_str().unwrap().starts_with("mta_logs"))
+        .collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+
+    // Nothing of the raw values in the copy's bytes.
+    for entry in std::fs::read_dir(&copy).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = Vec::new();
+        let file = std::fs::File::open(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "gz") {
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(file), &mut bytes)
+        } else {
+            std::io::Read::read_to_end(&mut &file, &mut bytes)
+        }
+        .unwrap();
+        let bytes = String::from_utf8_lossy(&bytes);
+        for value in [client, address, "alice.secret", "c.example.org"] {
+            assert!(!bytes.contains(value), "{value} in {}", path.display());
+        }
+    }
+}
