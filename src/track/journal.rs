@@ -6,7 +6,8 @@
 //!   are kept when `SYSLOG_IDENTIFIER` names one of the MTA's programs
 //!   ([`crate::maillog::is_mta`]: `postfix/smtp`, `postfix-mx/qmgr`, `postfix/submission/smtpd`,
 //!   `sendmail`, `sm-mta`, `sm-msp-queue`, ...). The unit is not used: Debian runs Postfix as
-//!   `postfix@-.service`.
+//!   `postfix@-.service`. With [`JournalReader::all_mail`] (for the log's pseudonymised copy)
+//!   every mail entry is kept: Dovecot's and any other program's.
 //! - Resuming: each entry carries its `__CURSOR`; a reader made with that cursor starts just
 //!   after it (`--after-cursor`). Without a cursor the reader starts at the oldest entry the
 //!   journal still holds (`--no-tail`): a first run reads the history journald kept rather than
@@ -70,6 +71,8 @@ pub struct JournalReader {
     skipped: u64,
     child: Option<FollowChild>,
     last_spawn: Option<Instant>,
+    /// Keep every mail entry, not only the MTA's.
+    all_mail: bool,
 }
 
 struct FollowChild {
@@ -103,7 +106,14 @@ impl JournalReader {
             skipped: 0,
             child: None,
             last_spawn: None,
+            all_mail: false,
         }
+    }
+
+    /// Keeps every entry of the mail facility (Dovecot's, a filter's), not only the MTA's.
+    pub fn all_mail(mut self, all: bool) -> Self {
+        self.all_mail = all;
+        self
     }
 
     /// Runs `program` instead of `journalctl` from PATH (another location, or a test double).
@@ -298,7 +308,7 @@ impl JournalReader {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        match parse_entry(line) {
+        match parse_entry(line, self.all_mail) {
             Parsed::Malformed => {
                 self.skipped += 1;
                 tracing::debug!(line = %String::from_utf8_lossy(line), "journalctl line skipped");
@@ -352,7 +362,7 @@ fn machine_match_in(path: &std::path::Path) -> Option<String> {
         .then(|| format!("_MACHINE_ID={}", id.to_ascii_lowercase()))
 }
 
-fn parse_entry(line: &[u8]) -> Parsed {
+fn parse_entry(line: &[u8], all_mail: bool) -> Parsed {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
         return Parsed::Malformed;
     };
@@ -372,7 +382,9 @@ fn parse_entry(line: &[u8]) -> Parsed {
     };
     let keep = match text("SYSLOG_IDENTIFIER") {
         // The match asks journalctl for facility 2 already; checked again for other sources.
-        Some(ident) if is_mta(&ident) && text("SYSLOG_FACILITY").as_deref() == Some("2") => {
+        Some(ident)
+            if (all_mail || is_mta(&ident)) && text("SYSLOG_FACILITY").as_deref() == Some("2") =>
+        {
             Some(JournalEntry {
                 cursor: cursor.clone(),
                 time,
@@ -611,6 +623,31 @@ mod tests {
         assert!(r.poll(100, Duration::ZERO).unwrap().is_empty());
     }
 
+    /// For the copy: every entry of the mail facility, whoever logged it.
+    #[test]
+    fn all_mail_keeps_every_mail_entry() {
+        let Some(journal) = TestJournal::standard() else {
+            return;
+        };
+        let mut r = JournalReader::new(None, false, journal.args()).all_mail(true);
+        let got = r.poll(100, Duration::ZERO).unwrap();
+        let idents: Vec<&str> = got.iter().map(|e| e.ident.as_str()).collect();
+        assert_eq!(
+            idents,
+            [
+                "postfix/smtp",
+                "cron",
+                "postfix-mx/qmgr",
+                "postfix/submission/smtpd",
+                "sshd",
+                "sendmail",
+                "sm-mta",
+                "notpostfix/smtp",
+                "postfix/qmgr"
+            ]
+        );
+    }
+
     /// Every program name Sendmail logs under, as the parser and the audit know them.
     #[test]
     fn every_sendmail_program_is_read_from_a_real_journal() {
@@ -806,7 +843,7 @@ not json at all
     #[test]
     fn fields_as_strings_byte_arrays_and_multiple_values() {
         let line = br#"{"__CURSOR":"c1","__REALTIME_TIMESTAMP":"1700000000123456","SYSLOG_IDENTIFIER":["postfix/smtp","x"],"SYSLOG_FACILITY":"2","_PID":"42","MESSAGE":[104,105,0,255]}"#;
-        let Parsed::Entry { cursor, keep } = parse_entry(line) else {
+        let Parsed::Entry { cursor, keep } = parse_entry(line, false) else {
             panic!("malformed");
         };
         assert_eq!(cursor, "c1");
@@ -818,20 +855,20 @@ not json at all
         assert_eq!(e.time.timestamp_subsec_micros(), 123456);
 
         let null = br#"{"__CURSOR":"c2","__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"sm-mta","SYSLOG_FACILITY":"2","MESSAGE":null}"#;
-        let Parsed::Entry { keep: Some(e), .. } = parse_entry(null) else {
+        let Parsed::Entry { keep: Some(e), .. } = parse_entry(null, false) else {
             panic!("not kept");
         };
         assert_eq!(e.message, "");
 
         let daemon = br#"{"__CURSOR":"c3","__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"postfix/smtp","SYSLOG_FACILITY":"3"}"#;
         assert!(matches!(
-            parse_entry(daemon),
+            parse_entry(daemon, false),
             Parsed::Entry { keep: None, .. }
         ));
         let no_time =
             br#"{"__CURSOR":"c4","SYSLOG_IDENTIFIER":"postfix/smtp","SYSLOG_FACILITY":"2"}"#;
-        assert!(matches!(parse_entry(no_time), Parsed::Malformed));
-        assert!(matches!(parse_entry(b"[1,2,3]"), Parsed::Malformed));
+        assert!(matches!(parse_entry(no_time, false), Parsed::Malformed));
+        assert!(matches!(parse_entry(b"[1,2,3]", false), Parsed::Malformed));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //! - [`follow`] and [`journal`] read the log (a file across rotation, or the journal), each
 //!   line with the place after it; [`state`] keeps that place across restarts.
+//! - [`copy`] writes every line read, pseudonymised, to `[mta_logs] copy`; its place is saved
+//!   with the log's.
 //! - [`crate::maillog`] cuts a file's line into its parts; [`parse`] turns the message into
 //!   what it says about a queued message.
 //! - [`queue`] asks Postfix what is still queued (`postqueue -j`): it reports mail held too
@@ -12,6 +14,7 @@
 //! Exactly once: a batch of lines is recorded (deliveries by a key of their line, so a line
 //! read twice is stored once) before its place is saved.
 
+mod copy;
 pub mod follow;
 pub mod journal;
 pub mod parse;
@@ -70,6 +73,12 @@ pub enum TrackError {
     },
     #[error("reading the log: {0}")]
     Log(#[source] std::io::Error),
+    #[error("mta_logs.copy {}: {source}", path.display())]
+    Copy {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What tracking has counted since it started.
@@ -128,7 +137,10 @@ impl Source {
                     }
                     None => None,
                 };
-                Source::Journal(JournalReader::new(cursor, follow, journal_args(&t.path)))
+                Source::Journal(
+                    JournalReader::new(cursor, follow, journal_args(&t.path))
+                        .all_mail(config.mta_logs.copies()),
+                )
             }
         }
     }
@@ -313,7 +325,20 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
         path: t.state.clone(),
         source,
     })?;
-    let mut source = Source::open(config, saved, !once);
+    let (mut place, saved_copy) = match saved {
+        Some(s) => (Some(s.place), s.copy),
+        None => (None, None),
+    };
+    let mut copy = copy::LogCopy::open(
+        config
+            .mta_logs
+            .copies()
+            .then_some(config.mta_logs.copy.as_path()),
+        config.retention.mta_logs.0,
+        saved_copy.as_ref(),
+        pseudonymiser(config),
+    )?;
+    let mut source = Source::open(config, place.clone(), !once);
     let mut tracker = Tracker {
         config,
         mta: match t.mta {
@@ -347,22 +372,24 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
             .map_err(TrackError::Log)?;
         let read = lines.len();
         if let Some(last) = lines.last().map(|l| l.after.clone()) {
+            copy.write(&lines, &stop)?;
             tracker.record_lines(lines, &stop)?;
-            let place = match (last, t.source) {
+            place = Some(match (last, t.source) {
                 (Place::File { position, .. }, LogSource::File) => Place::File {
                     path: t.path.clone(),
                     position,
                 },
                 (place, _) => place,
-            };
-            state::save(&t.state, &place).map_err(|source| TrackError::State {
-                path: t.state.clone(),
-                source,
-            })?;
+            });
+            save_state(config, place.as_ref(), &mut copy)?;
         }
         let caught_up = read < BATCH;
+        if caught_up && copy.tick(&stop)? {
+            save_state(config, place.as_ref(), &mut copy)?;
+        }
         if caught_up && (once || Instant::now() >= next_queue_check) {
             tracker.pseudonymiser = pseudonymiser(config);
+            copy.set_privacy(&tracker.pseudonymiser);
             tracker.check_queue(once)?;
             next_queue_check = Instant::now() + t.queue_interval.0;
         }
@@ -374,6 +401,28 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
             source.wait(Duration::from_millis(500).min(t.queue_interval.0));
         }
     }
+}
+
+/// Saves the place in the log with the copy's, then lets the copy tidy up what the save
+/// settled (rotated files compressed, expired ones deleted).
+fn save_state(
+    config: &Config,
+    place: Option<&Place>,
+    copy: &mut copy::LogCopy,
+) -> Result<(), TrackError> {
+    let Some(place) = place else {
+        return Ok(());
+    };
+    let saved = state::Saved {
+        place: place.clone(),
+        copy: copy.place(),
+    };
+    state::save(&config.tracking.state, &saved).map_err(|source| TrackError::State {
+        path: config.tracking.state.clone(),
+        source,
+    })?;
+    copy.saved();
+    Ok(())
 }
 
 /// The pseudonymiser of the events, with the current HMAC key (the daemon rotates keys; the
