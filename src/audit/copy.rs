@@ -8,16 +8,14 @@ use crate::{
     logcopy::Rewriter,
     maillog::is_mta,
     privacy::Pseudonymiser,
+    track::copy::CURRENT,
 };
 use chrono::{DateTime, Utc};
 use std::{
     io::{self, BufRead},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
-
-/// The copy's current file in its directory; rotations are `mail.log-YYYYMMDD.gz`.
-pub const CURRENT: &str = "mail.log";
 
 /// How far the copy may be behind its log: the tracker's batches and polls, with room.
 const LAG: Duration = Duration::from_secs(300);
@@ -48,10 +46,19 @@ pub fn findings(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
             )]
         }
     };
+    // Newest first: the current file, then the rotations by name (`mail.log-YYYYMMDD` sorts
+    // by day).
+    let mut newest_first: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    newest_first.sort_by_key(|p| {
+        (
+            p.file_name().is_some_and(|n| n != CURRENT),
+            std::cmp::Reverse(*p),
+        )
+    });
     vec![
         age(config, &files, now),
-        lag(config, &current),
-        raw_fields(config, &files),
+        lag(config, &current, &newest_first),
+        raw_fields(config, &newest_first),
     ]
 }
 
@@ -104,7 +111,7 @@ fn age(config: &Config, files: &[logs::LogFile], now: DateTime<Utc>) -> Finding 
 }
 
 /// The copy's newest line against the newest MTA line of the log the tracker reads.
-fn lag(config: &Config, current: &Path) -> Finding {
+fn lag(config: &Config, current: &Path, newest_first: &[&Path]) -> Finding {
     const CHECK: &str = "mta_logs.copy_lag";
     let (source, newest) = match config.tracking.source {
         LogSource::File => (
@@ -129,17 +136,24 @@ fn lag(config: &Config, current: &Path) -> Finding {
                 "run the audit as root, or as a member of the group that may read the logs (adm)",
             ),
         };
-    let copied = match logs::newest_line(current, any) {
-        Ok(copied) => copied,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Finding::fails(
-                CHECK,
-                format!("cannot read {}: {e}", current.display()),
-                "run the audit as root, or as a member of the tracker's group",
-            )
+    // The current file is empty just after the day turned: then the newest rotation counts.
+    let mut copied = None;
+    for path in newest_first {
+        match logs::newest_line(path, any) {
+            Ok(None) => continue,
+            Ok(found) => {
+                copied = found;
+                break;
+            }
+            Err(e) => {
+                return Finding::fails(
+                    CHECK,
+                    format!("cannot read {}: {e}", path.display()),
+                    "run the audit as root, or as a member of the tracker's group",
+                )
+            }
         }
-    };
+    }
     let fix = "start privacy-milter-track.service, and see its log (journalctl -u privacy-milter-track) for why it stopped";
     match copied {
         None => Finding::fails(
@@ -169,20 +183,12 @@ fn lag(config: &Config, current: &Path) -> Finding {
 
 /// The copy's newest lines searched for a field still raw: an IP, an address, a host name.
 /// The finding names the file, the line and the kind of field, never the value.
-fn raw_fields(config: &Config, files: &[logs::LogFile]) -> Finding {
+fn raw_fields(config: &Config, newest_first: &[&Path]) -> Finding {
     const CHECK: &str = "mta_logs.copy_raw";
     // Pseudonyms are recognised by their shape: no key is needed to tell them from raw values.
     let mut rewriter = Rewriter::new(Pseudonymiser::new(config.privacy.clone(), None));
     let mut sampled = 0;
-    // Newest first: the current file, then the rotations by name (mail.log-YYYYMMDD sorts by day).
-    let mut paths: Vec<&PathBuf> = files.iter().map(|f| &f.path).collect();
-    paths.sort_by_key(|p| {
-        (
-            p.file_name().is_some_and(|n| n != CURRENT),
-            std::cmp::Reverse(*p),
-        )
-    });
-    for path in paths {
+    for path in newest_first {
         let lines = match last_lines(path, SAMPLE - sampled) {
             Ok(lines) => lines,
             Err(e) => {

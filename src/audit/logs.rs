@@ -106,16 +106,21 @@ fn first_line(
     }
 }
 
-/// The time of the last line that counts in the last 256 KiB of a plain file; None when there
-/// is none.
+/// The time of the last line that counts in the last 256 KiB of a file (decompressed when its
+/// name ends in `.gz`); None when there is none.
 pub fn newest_line(path: &Path, counts: fn(&str) -> bool) -> io::Result<Option<DateTime<Utc>>> {
-    const TAIL: u64 = 256 * 1024;
+    const TAIL: usize = 256 * 1024;
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     let modified: DateTime<Utc> = meta.modified()?.into();
-    file.seek(SeekFrom::Start(meta.len().saturating_sub(TAIL)))?;
     let mut tail = Vec::new();
-    file.take(TAIL).read_to_end(&mut tail)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        open(path)?.read_to_end(&mut tail)?;
+        tail.drain(..tail.len().saturating_sub(TAIL));
+    } else {
+        file.seek(SeekFrom::Start(meta.len().saturating_sub(TAIL as u64)))?;
+        file.read_to_end(&mut tail)?;
+    }
     let reference = modified.with_timezone(&chrono::Local);
     Ok(String::from_utf8_lossy(&tail)
         .lines()

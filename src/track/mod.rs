@@ -14,7 +14,7 @@
 //! Exactly once: a batch of lines is recorded (deliveries by a key of their line, so a line
 //! read twice is stored once) before its place is saved.
 
-mod copy;
+pub(crate) mod copy;
 pub mod follow;
 pub mod journal;
 pub mod parse;
