@@ -8,7 +8,7 @@ use crate::{
     logcopy::Rewriter,
     maillog::is_mta,
     privacy::Pseudonymiser,
-    track::copy::CURRENT,
+    track::COPY_CURRENT as CURRENT,
 };
 use chrono::{DateTime, Utc};
 use std::{

@@ -14,12 +14,15 @@
 //! Exactly once: a batch of lines is recorded (deliveries by a key of their line, so a line
 //! read twice is stored once) before its place is saved.
 
-pub(crate) mod copy;
+mod copy;
 pub mod follow;
 pub mod journal;
 pub mod parse;
 mod queue;
 mod state;
+
+/// The name of the pseudonymised copy's current file (rotations: `mail.log-YYYYMMDD.gz`).
+pub use copy::CURRENT as COPY_CURRENT;
 
 use crate::{
     config::{Config, LogSource, Mta},
