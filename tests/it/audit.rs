@@ -871,6 +871,65 @@ fn the_copy_and_the_raw_window() {
         .collect();
     assert!(failing.is_empty(), "{failing:#?}");
 
+    // Subject access: `ledger query` finds the subject's lines in the copy, across its files
+    // (the current one and the compressed rotations); `erase` leaves them and says so.
+    let ledger = |args: &[&str]| {
+        let out = e2e::Milter::command()
+            .arg("--config")
+            .arg(setup.config())
+            .arg("ledger")
+            .args(args)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    };
+    let found: Value =
+        serde_json::from_str(&ledger(&["query", "--ip", client, "--format", "json"])).unwrap();
+    let held = found["log_copy"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "the from line only: {found}");
+    assert_eq!(held[0]["lines"], 1, "{found}");
+    assert!(
+        held[0]["file"].as_str().unwrap().ends_with(".gz"),
+        "{found}"
+    );
+    let found: Value = serde_json::from_str(&ledger(&[
+        "query",
+        "--address",
+        address,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let lines: u64 = found["log_copy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["lines"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lines, 2, "from and to: {found}");
+    let table = ledger(&["query", "--address", address]);
+    assert!(
+        table.contains("2 lines held in the pseudonymised MTA log copy"),
+        "{table}"
+    );
+    let said = ledger(&["erase", "--address", address]);
+    assert!(
+        said.contains("note: 2 pseudonymised lines of this subject remain"),
+        "{said}"
+    );
+    assert_eq!(
+        ledger(&["query", "--ip", "198.51.100.1", "--format", "json"])
+            .matches("\"file\"")
+            .count(),
+        0
+    );
+
     // Nothing of the raw values in the copy's bytes.
     for entry in std::fs::read_dir(&copy).unwrap() {
         let path = entry.unwrap().path();
