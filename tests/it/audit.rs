@@ -81,15 +81,32 @@ journal = "{d}/journal"
         path
     }
 
-    /// Runs the audit: exit status and findings by check.
-    fn audit(&self) -> (bool, Vec<Value>) {
-        let out = e2e::Milter::command()
+    /// Runs the binary with this configuration.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        e2e::Milter::command()
             .arg("--config")
             .arg(self.config())
-            .args(["audit", "--format", "json"])
+            .args(args)
             .envs(self.env.iter().copied())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs `args`, which must succeed: what it printed.
+    fn succeeds(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
+    /// Runs the audit: exit status and findings by check.
+    fn audit(&self) -> (bool, Vec<Value>) {
+        let out = self.cli(&["audit", "--format", "json"]);
         let text = String::from_utf8_lossy(&out.stdout);
         let json: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
@@ -224,6 +241,28 @@ fn journal_with_entry(dir: &Path, ident: &str, days: i64) {
     );
 }
 
+/// Installs the logrotate drop-in `example` of docs/examples for `log`, as
+/// `logrotate.d/mail-privacy` in `dir`: returns what logrotate itself says of the configuration
+/// then (None without logrotate), having checked that it rotates `log` without an error.
+fn install_logrotate_dropin(
+    dir: &Path,
+    example: &str,
+    log: &Path,
+    has_logrotate: bool,
+) -> Option<String> {
+    let ours = docs(example).replace("/var/log/mail.log", &log.display().to_string());
+    std::fs::write(dir.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    if !has_logrotate {
+        return None;
+    }
+    let said = logrotate_says(&dir.join("logrotate.conf"), &dir.join("lr.state")).unwrap();
+    assert!(
+        said.contains(&format!("rotating pattern: {} ", log.display())) && !said.contains("error"),
+        "{said}"
+    );
+    Some(said)
+}
+
 /// `logrotate --debug` reads the configuration and says how it rotates `log`.
 fn logrotate_says(conf: &Path, state: &Path) -> Option<String> {
     let out = Command::new("logrotate")
@@ -321,21 +360,14 @@ fn mta_logs_findings_come_and_go() {
     std::fs::remove_file(&rotated).unwrap();
     setup.holds("mta_logs.files");
     std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(false)).unwrap();
-    let ours = docs("logrotate-mail").replace("/var/log/mail.log", &mail_log.display().to_string());
-    std::fs::write(d.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    let said = install_logrotate_dropin(d, "logrotate-mail", &mail_log, has_logrotate);
     let text = setup.holds("mta_logs.logrotate");
     assert!(
         text.contains("daily, rotate 6, maxage 6") && text.contains("7 days"),
         "{text}"
     );
-    if has_logrotate {
-        let said = logrotate_says(&d.join("logrotate.conf"), &d.join("lr.state")).unwrap();
-        assert!(
-            said.contains(&format!("rotating pattern: {} ", mail_log.display()))
-                && said.contains("after 1 days (6 rotations)")
-                && !said.contains("error"),
-            "{said}"
-        );
+    if let Some(said) = said {
+        assert!(said.contains("after 1 days (6 rotations)"), "{said}");
     }
     // Two rules for one log: logrotate refuses the second, and the audit says so.
     std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(true)).unwrap();
@@ -765,19 +797,7 @@ fn the_copy_and_the_raw_window() {
         "[Journal]\nMaxRetentionSec=6day\nMaxFileSec=1day\n",
     )
     .unwrap();
-    let track = || {
-        let out = e2e::Milter::command()
-            .arg("--config")
-            .arg(setup.config())
-            .args(["track", "--once"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let track = || setup.succeeds(&["track", "--once"]);
 
     // Raw lines of two days and one day ago: within retention.mta_logs, not the raw window.
     let (client, address) = ("203.0.113.77", "alice.secret@example.org");
@@ -841,22 +861,12 @@ fn the_copy_and_the_raw_window() {
     // docs/examples installed.
     std::fs::write(&mail_log, line(0, "sm-mta", "x9EL4XLo001111: done")).unwrap();
     setup.holds("mta_logs.files");
-    let ours = docs("logrotate-mail-raw-window")
-        .replace("/var/log/mail.log", &mail_log.display().to_string());
-    std::fs::write(d.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    install_logrotate_dropin(d, "logrotate-mail-raw-window", &mail_log, has_logrotate);
     let text = setup.holds("mta_logs.logrotate");
     assert!(
         text.contains("daily, rotate 0") && text.contains("1 day"),
         "{text}"
     );
-    if has_logrotate {
-        let said = logrotate_says(&d.join("logrotate.conf"), &d.join("lr.state")).unwrap();
-        assert!(
-            said.contains(&format!("rotating pattern: {} ", mail_log.display()))
-                && !said.contains("error"),
-            "{said}"
-        );
-    }
     std::fs::write(
         d.join("journald.conf.d/privacy-milter.conf"),
         docs("journald-raw-window.conf"),
@@ -873,22 +883,7 @@ fn the_copy_and_the_raw_window() {
 
     // Subject access: `ledger query` finds the subject's lines in the copy, across its files
     // (the current one and the compressed rotations); `erase` leaves them and says so.
-    let ledger = |args: &[&str]| {
-        let out = e2e::Milter::command()
-            .arg("--config")
-            .arg(setup.config())
-            .arg("ledger")
-            .args(args)
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{said}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        said
-    };
+    let ledger = |args: &[&str]| setup.succeeds(&[&["ledger"], args].concat());
     let found: Value =
         serde_json::from_str(&ledger(&["query", "--ip", client, "--format", "json"])).unwrap();
     let held = found["log_copy"].as_array().unwrap();
