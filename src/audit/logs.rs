@@ -7,7 +7,7 @@ use crate::maillog::{is_mta, SyslogLine};
 use chrono::{DateTime, Utc};
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader, Read},
+    io::{self, BufRead, BufReader, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -25,6 +25,11 @@ pub struct LogFile {
 /// `path` and its rotated siblings that exist (`mail.log.1`, `mail.log.2.gz`,
 /// `mail.log-20261129`), each with its oldest MTA line.
 pub fn scan(path: &Path) -> io::Result<Vec<LogFile>> {
+    scan_lines(path, is_mta)
+}
+
+/// [`scan`], with the lines that count chosen by their syslog identifier.
+pub fn scan_lines(path: &Path, counts: fn(&str) -> bool) -> io::Result<Vec<LogFile>> {
     let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Ok(Vec::new());
     };
@@ -43,7 +48,7 @@ pub fn scan(path: &Path) -> io::Result<Vec<LogFile>> {
         }
         let path = entry.path();
         let modified: DateTime<Utc> = entry.metadata()?.modified()?.into();
-        let oldest = first_mta_line(&path, modified)
+        let oldest = first_line(&path, modified, counts)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         found.push(LogFile {
             path,
@@ -66,16 +71,25 @@ fn is_generation(base: &str, name: &str) -> bool {
         .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-/// The time of the first MTA line of a file (decompressed when it ends in `.gz`). Classic
-/// time stamps carry no year: it is the one that puts the line before the file's last write.
-fn first_mta_line(path: &Path, modified: DateTime<Utc>) -> io::Result<Option<DateTime<Utc>>> {
+/// A log file's bytes, decompressed when its name ends in `.gz`.
+pub fn open(path: &Path) -> io::Result<BufReader<Box<dyn Read>>> {
     let file = File::open(path)?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     };
-    let mut reader = BufReader::new(reader);
+    Ok(BufReader::new(reader))
+}
+
+/// The time of the first line of a file that counts. Classic time stamps carry no year: it is
+/// the one that puts the line before the file's last write.
+fn first_line(
+    path: &Path,
+    modified: DateTime<Utc>,
+    counts: fn(&str) -> bool,
+) -> io::Result<Option<DateTime<Utc>>> {
+    let mut reader = open(path)?;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -83,7 +97,7 @@ fn first_mta_line(path: &Path, modified: DateTime<Utc>) -> io::Result<Option<Dat
             return Ok(None);
         }
         let text = String::from_utf8_lossy(&line);
-        let Some(l) = SyslogLine::split(&text).filter(|l| is_mta(l.ident)) else {
+        let Some(l) = SyslogLine::split(&text).filter(|l| counts(l.ident)) else {
             continue;
         };
         if let Some(time) = l.stamp.time(&modified.with_timezone(&chrono::Local)) {
@@ -92,11 +106,47 @@ fn first_mta_line(path: &Path, modified: DateTime<Utc>) -> io::Result<Option<Dat
     }
 }
 
+/// The time of the last line that counts in the last 256 KiB of a file (decompressed when its
+/// name ends in `.gz`); None when there is none.
+pub fn newest_line(path: &Path, counts: fn(&str) -> bool) -> io::Result<Option<DateTime<Utc>>> {
+    const TAIL: usize = 256 * 1024;
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    let modified: DateTime<Utc> = meta.modified()?.into();
+    let mut tail = Vec::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        open(path)?.read_to_end(&mut tail)?;
+        tail.drain(..tail.len().saturating_sub(TAIL));
+    } else {
+        file.seek(SeekFrom::Start(meta.len().saturating_sub(TAIL as u64)))?;
+        file.read_to_end(&mut tail)?;
+    }
+    let reference = modified.with_timezone(&chrono::Local);
+    Ok(String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .filter_map(SyslogLine::split)
+        .filter(|l| counts(l.ident))
+        .find_map(|l| l.stamp.time(&reference)))
+}
+
 /// The oldest MTA entry of the journal (`journal`: a directory or a `.journal` file; empty
 /// for the system's): its time and identifier. None when it holds none.
 pub fn journal_oldest(journal: &Path) -> io::Result<Option<(DateTime<Utc>, String)>> {
+    journal_end(journal, false)
+}
+
+/// The newest MTA entry of the journal, as [`journal_oldest`].
+pub fn journal_newest(journal: &Path) -> io::Result<Option<(DateTime<Utc>, String)>> {
+    journal_end(journal, true)
+}
+
+fn journal_end(journal: &Path, newest: bool) -> io::Result<Option<(DateTime<Utc>, String)>> {
     let mut cmd = Command::new("journalctl");
     cmd.args(["--output=json", "--no-pager", "--quiet"]);
+    if newest {
+        cmd.arg("--reverse");
+    }
     if journal.is_dir() {
         cmd.arg(format!("--directory={}", journal.display()));
     } else if !journal.as_os_str().is_empty() {
@@ -125,7 +175,7 @@ pub fn journal_oldest(journal: &Path) -> io::Result<Option<(DateTime<Utc>, Strin
             break;
         }
     }
-    // The oldest entry comes first: the rest is not needed.
+    // The entry sought comes first: the rest is not needed.
     let _ = child.kill();
     let output = child.wait_with_output()?;
     if found.is_none() && !output.status.success() {
@@ -176,7 +226,7 @@ mod tests {
                 ),
             )
             .unwrap();
-            let oldest = first_mta_line(&path, modified).unwrap().unwrap();
+            let oldest = first_line(&path, modified, is_mta).unwrap().unwrap();
             assert_eq!(oldest.with_timezone(&chrono::Local).day(), day, "{ident}");
         }
     }

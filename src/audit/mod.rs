@@ -7,6 +7,7 @@
 //! The findings are an interface: `check` names are stable, and the JSON form is
 //! `{"findings": [{"check", "ok", "detail", "fix"}]}` (`fix` empty when `ok`).
 
+mod copy;
 mod host;
 pub mod journald;
 mod ledger;
@@ -59,6 +60,7 @@ pub fn run(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
     let mut findings = Vec::new();
     findings.extend(host::policy_named(config));
     findings.extend(mta_logs(config, now));
+    findings.extend(copy::findings(config, now));
     findings.extend(ledger::expiry(config, now));
     findings.extend(host::keys(config, now));
     findings.extend(ledger::transit(config, now));
@@ -69,10 +71,20 @@ pub fn run(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
     findings
 }
 
+/// How long the MTA's raw lines may live, and the setting that says so: the raw window when
+/// the tracker keeps a pseudonymised copy, the whole retention otherwise.
+fn raw_limit(config: &Config) -> (Duration, &'static str) {
+    if config.mta_logs.copies() {
+        (config.mta_logs.raw_window.0, "mta_logs.raw_window")
+    } else {
+        (config.retention.mta_logs.0, "retention.mta_logs")
+    }
+}
+
 /// The MTA's log lines: the oldest present in each log file and in the journal, and the
 /// logrotate and journald settings that decide how long they live.
 fn mta_logs(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
-    let limit = config.retention.mta_logs.0;
+    let (limit, setting) = raw_limit(config);
     let mut findings = Vec::new();
     for path in &config.audit.log_files {
         let files = match logs::scan(path) {
@@ -102,7 +114,7 @@ fn mta_logs(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
         let time = oldest.oldest.expect("held");
         let age = (now - time).to_std().unwrap_or_default();
         let detail = format!(
-            "{} ({} with MTA lines): the oldest MTA line, of {}, is {} old, in {}; retention.mta_logs is {}",
+            "{} ({} with MTA lines): the oldest MTA line, of {}, is {} old, in {}; {setting} is {}",
             path.display(),
             count(held.len(), "file"),
             time.format("%Y-%m-%d %H:%M UTC"),
@@ -140,9 +152,9 @@ fn mta_logs(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
     findings
 }
 
-/// Whether logrotate keeps the lines of `log` no longer than `retention.mta_logs`.
+/// Whether logrotate keeps the lines of `log` no longer than the raw limit.
 fn logrotate_finding(config: &Config, log: &std::path::Path) -> Finding {
-    let limit = config.retention.mta_logs.0;
+    let (limit, setting) = raw_limit(config);
     let conf = &config.audit.logrotate_conf;
     let days = (limit.as_secs() / 86400).max(1);
     let dropin = format!(
@@ -208,7 +220,7 @@ fn logrotate_finding(config: &Config, log: &std::path::Path) -> Finding {
         Some(life) if life <= limit => Finding::holds(
             "mta_logs.logrotate",
             format!(
-                "{detail}: lines live up to {}; retention.mta_logs is {}",
+                "{detail}: lines live up to {}; {setting} is {}",
                 span(life),
                 span(limit)
             ),
@@ -216,7 +228,7 @@ fn logrotate_finding(config: &Config, log: &std::path::Path) -> Finding {
         Some(life) => Finding::fails(
             "mta_logs.logrotate",
             format!(
-                "{detail}: lines live up to {}, longer than retention.mta_logs ({})",
+                "{detail}: lines live up to {}, longer than {setting} ({})",
                 span(life),
                 span(limit)
             ),
@@ -232,7 +244,7 @@ fn logrotate_finding(config: &Config, log: &std::path::Path) -> Finding {
 
 /// The oldest MTA entry in the journal, and journald's settings.
 fn journal_findings(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
-    let limit = config.retention.mta_logs.0;
+    let (limit, setting) = raw_limit(config);
     let audit = &config.audit;
     let mut findings = Vec::new();
     let journal_name = if audit.journal.as_os_str().is_empty() {
@@ -261,7 +273,7 @@ fn journal_findings(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
     if let Some((time, ident)) = &held {
         let age = (now - *time).to_std().unwrap_or_default();
         let detail = format!(
-            "{journal_name}: the oldest MTA entry ({ident}), of {}, is {} old; retention.mta_logs is {}",
+            "{journal_name}: the oldest MTA entry ({ident}), of {}, is {} old; {setting} is {}",
             time.format("%Y-%m-%d %H:%M UTC"),
             span(age),
             span(limit)
@@ -319,11 +331,11 @@ fn journal_findings(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
         match settings.lifetime() {
             Some(life) if life <= limit => Finding::holds(
                 "mta_logs.journald",
-                format!("{detail}: lines live up to {} (journald deletes only archived files); retention.mta_logs is {}", span(life), span(limit)),
+                format!("{detail}: lines live up to {} (journald deletes only archived files); {setting} is {}", span(life), span(limit)),
             ),
             Some(life) => Finding::fails(
                 "mta_logs.journald",
-                format!("{detail}: lines live up to {} (journald deletes only archived files), longer than retention.mta_logs ({})", span(life), span(limit)),
+                format!("{detail}: lines live up to {} (journald deletes only archived files), longer than {setting} ({})", span(life), span(limit)),
                 fix,
             ),
             None => Finding::fails(

@@ -6,7 +6,7 @@
 //! is all that is held that could concern it; with `hmac` the subject is looked up under
 //! every key still in the ring.
 
-use super::{transit::TransitView, CommandError, ListFormat};
+use super::{log_copy, transit::TransitView, CommandError, ListFormat};
 use crate::{
     config::{Config, SinkKind},
     event::Event,
@@ -130,15 +130,23 @@ pub fn query(
     let mut ledger = open(config)?;
     let events = ledger.find(&filter)?;
     let lifecycles = tracked(ledger.as_mut(), &events)?;
+    let copy = log_copy::find(config, &filter)?;
     Ok(match format {
         ListFormat::Json => {
             let values: Vec<serde_json::Value> = events
                 .iter()
                 .map(|e| with_lifecycle(e, &lifecycles))
                 .collect();
-            serde_json::to_string_pretty(&values).expect("events serialise") + "\n"
+            let answer = serde_json::json!({ "events": values, "log_copy": copy });
+            serde_json::to_string_pretty(&answer).expect("events serialise") + "\n"
         }
-        ListFormat::Table => table(&filter, &events, &lifecycles),
+        ListFormat::Table => {
+            let mut out = table(&filter, &events, &lifecycles);
+            if let Some(held) = &copy {
+                out.push_str(&log_copy::describe(held, config));
+            }
+            out
+        }
     })
 }
 
@@ -181,6 +189,19 @@ pub fn erase(config: &Config, subject: &Subject) -> Result<String, CommandError>
     let filter = filter(subject, config)?;
     let erased = open(config)?.erase(&filter)?;
     let mut out = format!("erased {erased} events\n");
+    // The copy is the MTA's log, kept under the operator's legitimate interest (abuse,
+    // delivery disputes) for retention.mta_logs and pseudonymised: erase leaves it, and says so.
+    if let Some(held) = log_copy::find(config, &filter)? {
+        let lines: usize = held.iter().map(|h| h.lines).sum();
+        if lines > 0 {
+            let _ = writeln!(
+                out,
+                "note: {lines} pseudonymised lines of this subject remain in the MTA log copy ({}); \
+                 erase leaves the log, which is deleted with its files after retention.mta_logs",
+                config.mta_logs.copy.display()
+            );
+        }
+    }
     if config.events.sinks.contains(&SinkKind::Postgres) {
         let pg = &config.events.postgres;
         for (path, what) in [

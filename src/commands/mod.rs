@@ -7,6 +7,7 @@ pub mod audit;
 mod charts;
 pub mod ip;
 pub mod ledger;
+mod log_copy;
 pub mod policy;
 pub mod report;
 pub mod tag;

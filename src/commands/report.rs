@@ -1,7 +1,8 @@
 //! `privacy-milter report --output FILE.html`: one static page to look at rather than read:
 //! what the ledger holds per retention class and direction, when it expires, events per day
 //! over the retention window, transit mail by state and its time to acknowledgement (when
-//! tracking is enabled), the audit's findings and the policy text. Self-contained: inline SVG
+//! tracking is enabled), the MTA's logs (the raw window, the pseudonymised copy's files), the
+//! audit's findings and the policy text. Self-contained: inline SVG
 //! (`super::charts`), no script, a Content-Security-Policy that forbids loading anything.
 //!
 //! Only counts are read from the ledger (each a range through an index), never an event; a
@@ -49,6 +50,53 @@ struct TransitPart {
     states: Vec<StateCount>,
     acknowledged: usize,
     chart: String,
+}
+
+/// The MTA's logs under `[mta_logs]`: how long raw lines and the copy live, the copy's files.
+#[derive(Serialize)]
+struct MtaLogs {
+    copy: Option<String>,
+    raw_window: String,
+    retention: String,
+    files: Vec<CopyFile>,
+}
+
+#[derive(Serialize)]
+struct CopyFile {
+    name: String,
+    oldest: String,
+    bytes: u64,
+}
+
+fn mta_logs(config: &Config) -> MtaLogs {
+    let m = &config.mta_logs;
+    let files = if m.copies() {
+        // What cannot be read is the audit's to report (mta_logs.copy): none listed here.
+        audit::logs::scan_lines(&m.copy.join(crate::track::COPY_CURRENT), |_| true)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    MtaLogs {
+        copy: m.copies().then(|| m.copy.display().to_string()),
+        raw_window: audit::span(m.raw_window.0),
+        retention: audit::span(config.retention.mta_logs.0),
+        files: files
+            .into_iter()
+            .map(|f| CopyFile {
+                name: f
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                oldest: f.oldest.map_or_else(
+                    || "-".into(),
+                    |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+                ),
+                bytes: std::fs::metadata(&f.path).map_or(0, |m| m.len()),
+            })
+            .collect(),
+    }
 }
 
 /// Writes the report to `output`; returns what to print.
@@ -137,6 +185,7 @@ fn report_with(
                 expiry_chart,
                 recorded_chart,
                 transit => Serde(transit),
+                mta_logs => Serde(mta_logs(config)),
                 failed => failed,
                 findings => Serde(findings),
                 policy,

@@ -21,6 +21,9 @@ pub mod parse;
 mod queue;
 mod state;
 
+/// The name of the pseudonymised copy's current file (rotations: `mail.log-YYYYMMDD.gz`).
+pub use copy::CURRENT as COPY_CURRENT;
+
 use crate::{
     config::{Config, LogSource, Mta},
     event::stamp,

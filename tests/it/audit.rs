@@ -81,15 +81,32 @@ journal = "{d}/journal"
         path
     }
 
-    /// Runs the audit: exit status and findings by check.
-    fn audit(&self) -> (bool, Vec<Value>) {
-        let out = e2e::Milter::command()
+    /// Runs the binary with this configuration.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        e2e::Milter::command()
             .arg("--config")
             .arg(self.config())
-            .args(["audit", "--format", "json"])
+            .args(args)
             .envs(self.env.iter().copied())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs `args`, which must succeed: what it printed.
+    fn succeeds(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
+    /// Runs the audit: exit status and findings by check.
+    fn audit(&self) -> (bool, Vec<Value>) {
+        let out = self.cli(&["audit", "--format", "json"]);
         let text = String::from_utf8_lossy(&out.stdout);
         let json: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
@@ -224,6 +241,28 @@ fn journal_with_entry(dir: &Path, ident: &str, days: i64) {
     );
 }
 
+/// Installs the logrotate drop-in `example` of docs/examples for `log`, as
+/// `logrotate.d/mail-privacy` in `dir`: returns what logrotate itself says of the configuration
+/// then (None without logrotate), having checked that it rotates `log` without an error.
+fn install_logrotate_dropin(
+    dir: &Path,
+    example: &str,
+    log: &Path,
+    has_logrotate: bool,
+) -> Option<String> {
+    let ours = docs(example).replace("/var/log/mail.log", &log.display().to_string());
+    std::fs::write(dir.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    if !has_logrotate {
+        return None;
+    }
+    let said = logrotate_says(&dir.join("logrotate.conf"), &dir.join("lr.state")).unwrap();
+    assert!(
+        said.contains(&format!("rotating pattern: {} ", log.display())) && !said.contains("error"),
+        "{said}"
+    );
+    Some(said)
+}
+
 /// `logrotate --debug` reads the configuration and says how it rotates `log`.
 fn logrotate_says(conf: &Path, state: &Path) -> Option<String> {
     let out = Command::new("logrotate")
@@ -321,21 +360,14 @@ fn mta_logs_findings_come_and_go() {
     std::fs::remove_file(&rotated).unwrap();
     setup.holds("mta_logs.files");
     std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(false)).unwrap();
-    let ours = docs("logrotate-mail").replace("/var/log/mail.log", &mail_log.display().to_string());
-    std::fs::write(d.join("logrotate.d/mail-privacy"), &ours).unwrap();
+    let said = install_logrotate_dropin(d, "logrotate-mail", &mail_log, has_logrotate);
     let text = setup.holds("mta_logs.logrotate");
     assert!(
         text.contains("daily, rotate 6, maxage 6") && text.contains("7 days"),
         "{text}"
     );
-    if has_logrotate {
-        let said = logrotate_says(&d.join("logrotate.conf"), &d.join("lr.state")).unwrap();
-        assert!(
-            said.contains(&format!("rotating pattern: {} ", mail_log.display()))
-                && said.contains("after 1 days (6 rotations)")
-                && !said.contains("error"),
-            "{said}"
-        );
+    if let Some(said) = said {
+        assert!(said.contains("after 1 days (6 rotations)"), "{said}");
     }
     // Two rules for one log: logrotate refuses the second, and the audit says so.
     std::fs::write(d.join("logrotate.d/rsyslog"), rsyslog_rule(true)).unwrap();
@@ -719,4 +751,194 @@ async fn connections_that_could_not_edit() {
     .unwrap();
     let text = setup.holds("milter.edits");
     assert!(text.contains("1 event"), "{text}");
+}
+
+/// With a pseudonymised copy (`[mta_logs] copy`, written by the real `privacy-milter track`):
+/// raw lines are held to `mta_logs.raw_window`, not `retention.mta_logs`; the copy's age, its
+/// lag behind the log and any raw field in it are found. Each finding goes once its cause is
+/// fixed the way docs/log-retention.md says, with the drop-ins of docs/examples.
+#[test]
+fn the_copy_and_the_raw_window() {
+    let has_logrotate = crate::common::can_run(
+        Path::new("/usr/sbin/logrotate").exists(),
+        "logrotate is not installed (scripts/setup-test-deps)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let log = d.join("log");
+    let mail_log = log.join("mail.log");
+    let copy = d.join("copy");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::create_dir_all(d.join("logrotate.d")).unwrap();
+    std::fs::create_dir_all(d.join("journald.conf.d")).unwrap();
+    std::fs::create_dir_all(d.join("journal")).unwrap();
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8895@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: format!("mta = \"sendmail\"\npath = \"{}\"", mail_log.display()),
+        contact: "privacy@example.org",
+        extra: format!(
+            "[privacy]\nip = \"truncated\"\naddress = \"domain\"\n[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
+            copy.display()
+        ),
+        env: Vec::new(),
+    };
+    std::fs::write(
+        d.join("logrotate.conf"),
+        format!(
+            "weekly\nrotate 4\ncreate\ninclude {}/logrotate.d\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("journald.conf"),
+        "[Journal]\nMaxRetentionSec=6day\nMaxFileSec=1day\n",
+    )
+    .unwrap();
+    let track = || setup.succeeds(&["track", "--once"]);
+
+    // Raw lines of two days and one day ago: within retention.mta_logs, not the raw window.
+    let (client, address) = ("203.0.113.77", "alice.secret@example.org");
+    std::fs::write(
+        &mail_log,
+        line(2, "sm-mta", &format!("x9EL4XLo001111: from=<{address}>, size=100, class=0, nrcpts=1, relay=c.example.org [{client}]"))
+            + &line(1, "sm-mta", &format!("x9EL4XLo001111: to=<{address}>, delay=00:00:01, mailer=local, pri=1, relay=local, dsn=2.0.0, stat=Sent")),
+    )
+    .unwrap();
+    let text = setup.fails("mta_logs.files", "mta_logs.raw_window is 1 day");
+    assert!(text.contains("2 days"), "{text}");
+    setup.fails("mta_logs.logrotate", "no logrotate rule names");
+    setup.fails("mta_logs.journald", "longer than mta_logs.raw_window");
+    // No copy yet, and the log has lines to copy.
+    setup.fails("mta_logs.copy", "no copy written yet");
+    setup.fails("mta_logs.copy_lag", "has none");
+
+    // The tracker writes the copy: it holds the lines, pseudonymised.
+    track();
+    let text = setup.holds("mta_logs.copy");
+    assert!(text.contains("2 days old"), "{text}");
+    setup.holds("mta_logs.copy_lag");
+    let text = setup.holds("mta_logs.copy_raw");
+    assert!(text.contains("newest 2 lines"), "{text}");
+
+    // A raw IP in the copy is found; the finding does not repeat it.
+    let current = copy.join("mail.log");
+    let before = std::fs::read_to_string(&current).unwrap();
+    std::fs::write(
+        &current,
+        before.clone() + &line(1, "sm-mta", &format!("x9EL4XLo001111: relay=[{client}]")),
+    )
+    .unwrap();
+    let text = setup.fails("mta_logs.copy_raw", "holds a raw Ip field");
+    assert!(!text.contains(client), "{text}");
+    std::fs::write(&current, before).unwrap();
+    setup.holds("mta_logs.copy_raw");
+
+    // A raw line the tracker has not copied yet: the copy is behind, until it runs.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&mail_log)
+        .unwrap()
+        .write_all(line(0, "sm-mta", "x9EL4XLo001111: done").as_bytes())
+        .unwrap();
+    let text = setup.fails("mta_logs.copy_lag", "behind the newest MTA line");
+    assert!(text.contains("privacy-milter-track"), "{text}");
+    track();
+    setup.holds("mta_logs.copy_lag");
+
+    // A copy file past retention.mta_logs (left while the tracker was away): found, then gone.
+    let stale = copy.join("mail.log-20261120.gz");
+    gzip(&stale, &line(10, "sm-mta", "x9EL4XLo000000: removed"));
+    age(&stale, 10);
+    let text = setup.fails("mta_logs.copy", "10 days old");
+    assert!(text.contains(&format!("rm {}", stale.display())), "{text}");
+    std::fs::remove_file(&stale).unwrap();
+    setup.holds("mta_logs.copy");
+
+    // The raw window kept: mail.log as the drop-in's daily rotation leaves it, the drop-ins of
+    // docs/examples installed.
+    std::fs::write(&mail_log, line(0, "sm-mta", "x9EL4XLo001111: done")).unwrap();
+    setup.holds("mta_logs.files");
+    install_logrotate_dropin(d, "logrotate-mail-raw-window", &mail_log, has_logrotate);
+    let text = setup.holds("mta_logs.logrotate");
+    assert!(
+        text.contains("daily, rotate 0") && text.contains("1 day"),
+        "{text}"
+    );
+    std::fs::write(
+        d.join("journald.conf.d/privacy-milter.conf"),
+        docs("journald-raw-window.conf"),
+    )
+    .unwrap();
+    let text = setup.holds("mta_logs.journald");
+    assert!(text.contains("up to 1 day"), "{text}");
+    let (_, findings) = setup.audit();
+    let failing: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["ok"] == false && f["check"].as_str().unwrap().starts_with("mta_logs"))
+        .collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+
+    // Subject access: `ledger query` finds the subject's lines in the copy, across its files
+    // (the current one and the compressed rotations); `erase` leaves them and says so.
+    let ledger = |args: &[&str]| setup.succeeds(&[&["ledger"], args].concat());
+    let found: Value =
+        serde_json::from_str(&ledger(&["query", "--ip", client, "--format", "json"])).unwrap();
+    let held = found["log_copy"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "the from line only: {found}");
+    assert_eq!(held[0]["lines"], 1, "{found}");
+    assert!(
+        held[0]["file"].as_str().unwrap().ends_with(".gz"),
+        "{found}"
+    );
+    let found: Value = serde_json::from_str(&ledger(&[
+        "query",
+        "--address",
+        address,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let lines: u64 = found["log_copy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["lines"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lines, 2, "from and to: {found}");
+    let table = ledger(&["query", "--address", address]);
+    assert!(
+        table.contains("2 lines held in the pseudonymised MTA log copy"),
+        "{table}"
+    );
+    let said = ledger(&["erase", "--address", address]);
+    assert!(
+        said.contains("note: 2 pseudonymised lines of this subject remain"),
+        "{said}"
+    );
+    assert_eq!(
+        ledger(&["query", "--ip", "198.51.100.1", "--format", "json"])
+            .matches("\"file\"")
+            .count(),
+        0
+    );
+
+    // Nothing of the raw values in the copy's bytes.
+    for entry in std::fs::read_dir(&copy).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = Vec::new();
+        let file = std::fs::File::open(&path).unwrap();
+        if path.extension().is_some_and(|e| e == "gz") {
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(file), &mut bytes)
+        } else {
+            std::io::Read::read_to_end(&mut &file, &mut bytes)
+        }
+        .unwrap();
+        let bytes = String::from_utf8_lossy(&bytes);
+        for value in [client, address, "alice.secret", "c.example.org"] {
+            assert!(!bytes.contains(value), "{value} in {}", path.display());
+        }
+    }
 }

@@ -151,6 +151,9 @@ path = "{base}/maillog"
 state = "{base}/track.state"
 postfix_config_dir = "{base}/etc"
 
+[mta_logs]
+copy = "{base}/copy"
+
 [policy]
 name = "Report Test Org"
 contact = "dpo@operator.example"
@@ -281,6 +284,22 @@ fn report_in_a_browser() {
         "{dom}"
     );
     assert!(dom.contains(r#"data-check="mta_logs.journald""#));
+    // The MTA's logs: the raw window, and the copy the tracker wrote, file by file.
+    assert!(dom.contains("Raw log lines are kept 1 day"), "{dom}");
+    let copied = std::fs::metadata(lab.path().join("copy/mail.log"))
+        .unwrap()
+        .len();
+    assert!(copied > 0);
+    assert!(
+        dom.contains(&format!(r#"data-file="mail.log" data-bytes="{copied}""#)),
+        "{dom}"
+    );
+    for check in ["mta_logs.copy", "mta_logs.copy_lag", "mta_logs.copy_raw"] {
+        assert!(
+            dom.contains(&format!(r#"data-check="{check}" data-ok="True""#)),
+            "{check}: {dom}"
+        );
+    }
     assert!(dom.contains("Responsible for this mail service: Report Test Org."));
 
     // Nothing left the page. Chromium asks its own services for things whatever the page

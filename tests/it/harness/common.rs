@@ -171,8 +171,10 @@ pub fn assert_queries_find_the_three(milter: &Milter) {
         &["query", "--ip", "198.51.100.9", "--format", "json"],
     );
     assert!(ok, "{err}");
-    let found: Vec<Value> = serde_json::from_str(&out).unwrap();
-    let queue_ids: Vec<&str> = found
+    let found: Value = serde_json::from_str(&out).unwrap();
+    let queue_ids: Vec<&str> = found["events"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|e| e["queue_id"].as_str().unwrap())
         .collect();
