@@ -68,6 +68,8 @@ pub struct SqliteLedger {
     deleted_in_wal: usize,
     /// How long truncating the WAL waits for other connections.
     patience: Duration,
+    /// How its commits are made durable (`events.ledger.synchronous`).
+    synchronous: Synchronous,
 }
 
 impl SqliteLedger {
@@ -80,6 +82,7 @@ impl SqliteLedger {
             guard: None,
             deleted_in_wal: 0,
             patience: TRUNCATE_PATIENCE,
+            synchronous: Synchronous::Full,
         })
     }
 
@@ -102,6 +105,7 @@ impl SqliteLedger {
                 guard: Some(guard),
                 deleted_in_wal: 0,
                 patience: TRUNCATE_PATIENCE,
+                synchronous: config.synchronous,
             })
         };
         open().map_err(|e: StoreError| e.opening("events.ledger.path"))
@@ -213,6 +217,48 @@ impl Sink for SqliteLedger {
             &self.path,
             transit::record(&mut self.conn, transits, deliveries),
         )
+    }
+
+    /// Two connections may be open at once only on the same file: one to a file moved aside
+    /// and one to a new file at its path would share the `-wal` and `-shm` names there and
+    /// corrupt each other. So while the file opened is still at the path (or the path
+    /// changes) the new connection opens first, and one that cannot open leaves this one as
+    /// it is (a file made read-only or damaged in place: this connection's own guard still
+    /// refuses what its file cannot take). Otherwise this connection closes first (it copies
+    /// its WAL into its file); if the new one cannot open, the events go on into the file
+    /// moved aside, as before the reload, or, with that file deleted, nowhere (each batch
+    /// refused, and logged in full) until a reload opens the ledger.
+    fn reopen(
+        self: Box<Self>,
+        config: &crate::config::Config,
+    ) -> (Box<dyn Sink>, Option<StoreError>) {
+        let new = &config.events.ledger;
+        let beside = new.path != self.path || self.guard.as_ref().is_some_and(FileGuard::at_path);
+        let open = |config: &LedgerConfig| Ok(Box::new(Self::for_writer(config)?) as Box<dyn Sink>);
+        if beside {
+            return crate::store::reopen_beside(self, || open(new));
+        }
+        let moved_to = self.guard.as_ref().and_then(FileGuard::moved_to);
+        let synchronous = self.synchronous;
+        drop(self);
+        let error = match open(new) {
+            Ok(sink) => return (sink, None),
+            Err(e) => e,
+        };
+        let kept = moved_to.map(|path| open(&LedgerConfig { path, synchronous }));
+        match kept {
+            Some(Ok(sink)) => (sink, Some(error)),
+            _ => {
+                let why = format!(
+                    "the ledger sink could not be opened again (its file is no longer at its path): {error}"
+                );
+                let sink = crate::store::Unavailable {
+                    kind: crate::config::SinkKind::Ledger,
+                    why,
+                };
+                (Box::new(sink), Some(error))
+            }
+        }
     }
 }
 
