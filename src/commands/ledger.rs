@@ -212,9 +212,9 @@ pub fn purge(config: &Config) -> Result<String, CommandError> {
     let mut out = match store::purge_all(open(config)?.as_mut(), now) {
         Ok(purged) => format!("purged {purged} expired events\n"),
         // Done, but a reader (a backup, an export) kept the write-ahead log busy: what was
-        // deleted is gone from the ledger, its old copies go at the next purge.
+        // deleted is gone from the ledger, its old copies go when the log is next truncated.
         Err(store::StoreError::WalBusy { done, .. }) => format!(
-            "{done}\nnote: a reader kept the write-ahead log busy; the old copies of the purged events in it go at the next purge\n"
+            "{done}\nnote: a reader kept the write-ahead log busy; the old copies of purged events in it go at the daemon's next truncation, or run purge again once the reader is done\n"
         ),
         Err(e) => return Err(e.into()),
     };

@@ -278,3 +278,126 @@ async fn purge_beside_a_reader_costs_no_event() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the IPs and addresses of the messages whose events the purge tests expire have in
+/// common; no other message holds it (with `ip` and `address` = "full", as stored).
+const PURGED_IP: &str = "198.51.100.";
+const PURGED_SENDER: &str = "@purged.example";
+
+/// A local part that sorts anywhere: the events' subjects spread over the whole index, among
+/// the others', as real addresses do.
+fn scattered(n: usize) -> String {
+    format!("{:08x}", (n as u32).wrapping_mul(2_654_435_761))
+}
+
+/// `n` relay messages (kept 1 s) from [`PURGED_IP`] and [`PURGED_SENDER`].
+async fn send_to_be_purged(daemon: &Daemon, n: usize) {
+    for i in 0..n {
+        let (_, status) = Mail::from_ip(&format!("{PURGED_IP}{}", 1 + i % 250))
+            .sender(&format!("{}{PURGED_SENDER}", scattered(i + 1_000_000)))
+            .rcpt("x@remote.example")
+            .queue_id(&format!("4P{i:04}"))
+            .send_on(daemon.connect().await)
+            .await;
+        assert_eq!(status, Status::Continue, "{}", daemon.log());
+    }
+}
+
+/// Mail through the daemon until the flag is set, from other senders and IPs (inbound:
+/// kept 90 days); returns how many messages went through.
+fn live_traffic(
+    daemon: &Daemon,
+) -> (
+    tokio::task::JoinHandle<usize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::{atomic::Ordering, Arc};
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let socket = daemon.socket();
+    let flag = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        while !flag.load(Ordering::Relaxed) {
+            let conn = indymilter_test::TestConnection::configure()
+                .open_unix(&socket)
+                .await
+                .expect("daemon accepts");
+            let (_, status) = Mail::from_ip(&format!("203.0.113.{}", 1 + n % 200))
+                .sender(&format!("{}@remote.example", scattered(n)))
+                .rcpt("bob@example.org")
+                .queue_id(&format!("4L{n:05}"))
+                .send_on(conn)
+                .await;
+            assert_eq!(status, Status::Continue);
+            n += 1;
+        }
+        n
+    });
+    (task, stop)
+}
+
+/// Which of the purged events' values the ledger's files (`ledger.sqlite`, `-wal`, `-shm`)
+/// still hold, by file.
+fn purged_bytes_left(dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("ledger.sqlite{suffix}");
+        let bytes = std::fs::read(dir.join(&name)).unwrap_or_default();
+        for value in [PURGED_IP, PURGED_SENDER] {
+            let found = bytes
+                .windows(value.len())
+                .filter(|w| *w == value.as_bytes())
+                .count();
+            if found > 0 {
+                left.push(format!("{name}: {found} copies of {value}"));
+            }
+        }
+    }
+    left
+}
+
+/// `ledger purge` while mail flows: once it says it is done, none of the purged events'
+/// bytes is left in the ledger's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_beside_live_traffic_leaves_no_bytes() {
+    let daemon = Daemon::start("ledger_faults/privacy-milter.toml");
+    let (traffic, stop) = live_traffic(&daemon);
+    send_to_be_purged(&daemon, 200).await;
+    // Expired, and more mail meanwhile (its subjects among theirs).
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let config = daemon.config_path.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || ledger_with(&config, &["purge"]))
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("purged 200 expired events"), "{out}");
+    let left = purged_bytes_left(daemon.dir.path());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = traffic.await.unwrap();
+    assert!(sent > 10, "only {sent} messages went through meanwhile");
+    assert!(left.is_empty(), "after `{}`: {left:?}", out.trim());
+}
+
+/// The daemon's own purge while mail flows: once it says it purged them, none of the purged
+/// events' bytes is left in the ledger's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_purge_beside_live_traffic_leaves_no_bytes() {
+    let daemon = Daemon::start("ledger_faults/timed_purge.toml");
+    let (traffic, stop) = live_traffic(&daemon);
+    send_to_be_purged(&daemon, 200).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    let purged = |log: &str| -> usize {
+        log.lines()
+            .filter_map(|l| l.split("purged ").nth(1))
+            .filter_map(|rest| rest.strip_suffix(" expired events from the ledger sink"))
+            .filter_map(|n| n.parse::<usize>().ok())
+            .sum()
+    };
+    let done = eventually(|| (purged(&daemon.log()) >= 200).then_some(())).await;
+    assert!(done.is_some(), "{}", daemon.log());
+    let left = purged_bytes_left(daemon.dir.path());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = traffic.await.unwrap();
+    assert!(sent > 10, "only {sent} messages went through meanwhile");
+    assert!(left.is_empty(), "{left:?}\n{}", daemon.log());
+}
