@@ -175,12 +175,19 @@ fn with_lifecycle(
     value
 }
 
-/// Deletes the subject's events and says how many; also says when some of them are still
+/// Deletes the subject's events and says how many; on SQLite, also that the write-ahead log
+/// is truncated (every run, so a run again finishes what one beside a reader, or a killed
+/// one, left; it fails while a reader keeps it busy); also says when some of them are still
 /// on their way to PostgreSQL in this host's spool (or rejects file), out of its reach.
 pub fn erase(config: &Config, subject: &Subject) -> Result<String, CommandError> {
     let filter = filter(subject, config)?;
     let erased = open(config)?.erase(&filter)?;
     let mut out = format!("erased {erased} events\n");
+    if !store::ledger_on_postgres(config) {
+        out.push_str(
+            "the write-ahead log is truncated: no old copy of erased events is left in it\n",
+        );
+    }
     if config.events.sinks.contains(&SinkKind::Postgres) {
         let pg = &config.events.postgres;
         for (path, what) in [

@@ -49,7 +49,7 @@ pub enum StoreError {
     },
     #[error("{}: SQLite cannot keep a write-ahead log here (the journal mode stays {mode}); put the ledger on a local file system", path.display())]
     NoWal { path: PathBuf, mode: String },
-    #[error("{done}, but the write-ahead log still holds copies of them: the ledger was too busy to truncate it; run {command} again")]
+    #[error("{done}, but the write-ahead log may still hold old copies of deleted events: a reader (a backup, an export, a sqlite3 shell) kept it busy, so it could not be truncated; run {command} again once the reader is done")]
     WalBusy { done: String, command: &'static str },
     /// A store that cannot be opened, named by its configuration key.
     #[error("{key} {source}")]

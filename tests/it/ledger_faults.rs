@@ -401,3 +401,106 @@ async fn timed_purge_beside_live_traffic_leaves_no_bytes() {
     assert!(sent > 10, "only {sent} messages went through meanwhile");
     assert!(left.is_empty(), "{left:?}\n{}", daemon.log());
 }
+
+/// The subject the erase tests erase: the sender and IP of its messages, which no other
+/// message holds.
+const ERASED_IP: &str = "198.51.100.66";
+const ERASED_SENDER: &str = "erase-me@gone.example";
+
+/// The daemon with 30 of the subject's messages in its ledger (and 30 others), and a reader
+/// that holds the write-ahead log (a backup, an export, a `sqlite3` shell).
+async fn with_subject_and_reader() -> (Daemon, Connection) {
+    let daemon = Daemon::start("ledger_faults/privacy-milter.toml");
+    for n in 0..60 {
+        let mail = if n % 2 == 0 {
+            Mail::from_ip(ERASED_IP).sender(ERASED_SENDER)
+        } else {
+            Mail::from_ip("203.0.113.5").sender(&format!("kept{n}@remote.example"))
+        };
+        let (_, status) = mail
+            .rcpt("bob@example.org")
+            .queue_id(&format!("4X{n:04}"))
+            .send_on(daemon.connect().await)
+            .await;
+        assert_eq!(status, Status::Continue, "{}", daemon.log());
+    }
+    let reader = Connection::open(daemon.dir.path().join("ledger.sqlite")).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM events;")
+        .unwrap();
+    (daemon, reader)
+}
+
+fn erase_subject(daemon: &Daemon) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_privacy-milter"));
+    command.arg("--config").arg(&daemon.config_path).args([
+        "ledger",
+        "erase",
+        "--address",
+        ERASED_SENDER,
+    ]);
+    command
+}
+
+/// After the reader is gone, `erase` again: it exits 0, says the write-ahead log is clean,
+/// and no byte of the subject is left in the ledger's files (the daemon still running).
+fn rerun_finishes_the_erasure(daemon: &Daemon) {
+    let out = erase_subject(daemon).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.starts_with("erased 0 events\n"), "{said}");
+    assert!(said.contains("write-ahead log is truncated"), "{said}");
+    let left = all_bytes(daemon.dir.path(), "ledger.sqlite");
+    for gone in [ERASED_IP, ERASED_SENDER] {
+        assert!(!left.contains(gone), "the ledger's files still hold {gone}");
+    }
+    assert!(left.contains("kept1@remote.example"), "the others stay");
+}
+
+/// `erase` beside a reader exits 1, saying the write-ahead log still holds copies; run again
+/// once the reader is gone, it finishes the job though there is nothing left to erase.
+#[tokio::test]
+async fn erase_again_after_a_reader_finishes_the_job() {
+    let (daemon, reader) = with_subject_and_reader().await;
+    let out = erase_subject(&daemon).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("erased 30 events") && err.contains("write-ahead log"),
+        "{err}"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    rerun_finishes_the_erasure(&daemon);
+}
+
+/// An `erase` killed (SIGKILL) while it waits for a reader, then run again once the reader is
+/// gone: the same.
+#[tokio::test]
+async fn erase_again_after_a_killed_erase_finishes_the_job() {
+    let (daemon, reader) = with_subject_and_reader().await;
+    let mut erase = erase_subject(&daemon)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its deletions are committed at once; then it waits for the reader.
+    let erased = eventually(|| {
+        let conn = Connection::open(daemon.dir.path().join("ledger.sqlite")).ok()?;
+        let held: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .ok()?;
+        (held == 30).then_some(())
+    })
+    .await;
+    assert!(erased.is_some(), "the erasure did not begin");
+    erase.kill().unwrap();
+    erase.wait().unwrap();
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    rerun_finishes_the_erasure(&daemon);
+}
