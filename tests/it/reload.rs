@@ -130,13 +130,18 @@ fn after_in_ledger(path: &Path) -> usize {
 }
 
 /// A reload that cannot open the ledger again (made read-only, its directory removed, the
-/// file overwritten) keeps every sink running: the events file takes every message after it,
-/// and the ledger's open connection too where its file can still take them; the log names
-/// the ledger and why.
+/// file overwritten, moved aside with another file in its place) keeps every sink running:
+/// the events file takes every message after it, and the ledger's file too where it can
+/// still take them (the moved file included); the log names the ledger and why.
 #[tokio::test]
 async fn a_ledger_that_cannot_be_reopened_keeps_every_sink() {
     let as_root = can_run_as_root("the read-only ledger needs a daemon that is not root");
-    for fault in ["read-only", "directory removed", "overwritten"] {
+    for fault in [
+        "read-only",
+        "directory removed",
+        "overwritten",
+        "moved aside, another file in its place",
+    ] {
         let read_only = fault == "read-only";
         if read_only && !as_root {
             continue;
@@ -149,6 +154,10 @@ async fn a_ledger_that_cannot_be_reopened_keeps_every_sink() {
                 std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o444)).unwrap()
             }
             "directory removed" => std::fs::remove_dir_all(&db).unwrap(),
+            "moved aside, another file in its place" => {
+                std::fs::rename(&ledger, db.join("moved.sqlite")).unwrap();
+                std::fs::write(&ledger, "this is no ledger at all").unwrap();
+            }
             _ => {
                 use std::os::unix::fs::FileExt;
                 std::fs::OpenOptions::new()
@@ -165,6 +174,7 @@ async fn a_ledger_that_cannot_be_reopened_keeps_every_sink() {
             "directory removed" => "No such file or directory",
             _ => "no SQLite database",
         };
+        let moved = daemon.dir.path().join("db/moved.sqlite");
         assert!(
             log.contains("events.ledger.path") && log.contains(why),
             "{fault}: the log does not name the ledger and why:\n{log}"
@@ -174,6 +184,10 @@ async fn a_ledger_that_cannot_be_reopened_keeps_every_sink() {
         if read_only {
             std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o644)).unwrap();
             assert_eq!(after_in_ledger(&ledger), AFTER, "{fault}:\n{log}");
+        }
+        // The connection closed to open the path, and opened the moved file again.
+        if moved.exists() {
+            assert_eq!(after_in_ledger(&moved), AFTER, "{fault}:\n{log}");
         }
     }
 }
