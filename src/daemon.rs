@@ -5,7 +5,10 @@
 
 use crate::{
     callbacks,
-    config::{reload::keep_restart_only, Config, SinkKind},
+    config::{
+        reload::{keep_restart_only, keep_running_sinks},
+        Config, SinkKind,
+    },
     keys,
     listener::{Gate, Listener},
     metrics::{self, label, DAEMON},
@@ -31,7 +34,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A request to re-read the configuration (SIGHUP). The answer, if asked for, says whether
 /// the new configuration took effect.
 pub struct Reload {
-    reply: Option<oneshot::Sender<Result<Reloaded, String>>>,
+    reply: Option<oneshot::Sender<Result<Reloaded, ReloadError>>>,
 }
 
 impl Reload {
@@ -41,7 +44,7 @@ impl Reload {
     }
 
     /// A reload whose outcome is also sent back.
-    pub fn with_reply() -> (Self, oneshot::Receiver<Result<Reloaded, String>>) {
+    pub fn with_reply() -> (Self, oneshot::Receiver<Result<Reloaded, ReloadError>>) {
         let (tx, rx) = oneshot::channel();
         (Self { reply: Some(tx) }, rx)
     }
@@ -52,6 +55,19 @@ impl Reload {
 pub struct Reloaded {
     /// Settings whose new values wait for a restart: the running ones stay.
     pub needs_restart: Vec<&'static str>,
+}
+
+/// A reload that did not take full effect.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// Nothing changed: the file could not be loaded (or the key ring, or the writer has
+    /// stopped); the running configuration stays.
+    #[error("{0}")]
+    NotLoaded(String),
+    /// The new configuration took effect but for these sinks, which could not be opened with
+    /// it: those that were running run on as they were, with their running settings.
+    #[error("{0}")]
+    SinksKept(String),
 }
 
 /// The daemon's state beside the sessions'.
@@ -129,21 +145,44 @@ fn count_records(config: Arc<Config>) {
 
 impl Daemon {
     /// Loads the configuration again from where it came from; a broken file changes nothing.
-    async fn reload(&self) -> Result<Reloaded, String> {
+    /// Each sink is opened again on its own: one that cannot be runs on as it was, the rest
+    /// of the new configuration takes effect, and the reload fails naming that sink.
+    async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let not_loaded = |e: String| ReloadError::NotLoaded(e);
         let running = self.sessions.current();
         let Some(source) = &running.config.source else {
-            return Err("the configuration was not loaded from a file".into());
+            return Err(not_loaded(
+                "the configuration was not loaded from a file".into(),
+            ));
         };
-        let mut new = source.load().map_err(|e| e.to_string())?;
+        let mut new = source.load().map_err(|e| not_loaded(e.to_string()))?;
         let needs_restart = keep_restart_only(&running.config, &mut new);
         for key in &needs_restart {
             warn!(target: TARGET, "{key} changed: this takes effect only after a restart");
         }
-        let secrets = refresh_keys(&new, &self.keys).map_err(|e| e.to_string())?;
+        let secrets = refresh_keys(&new, &self.keys).map_err(|e| not_loaded(e.to_string()))?;
         // Re-open the sinks (rotated or moved files) before new sessions use the new config.
-        self.events.reopen(&new).await?;
+        let failed = self.events.reopen(&new).await.map_err(not_loaded)?;
+        let kinds: Vec<SinkKind> = failed.iter().map(|f| f.kind).collect();
+        // The configuration describes what runs: a sink that could not be opened keeps its
+        // running settings.
+        keep_running_sinks(&running.config, &mut new, &kinds);
         self.sessions.replace(Snapshot::new(Arc::new(new), secrets));
-        Ok(Reloaded { needs_restart })
+        if failed.is_empty() {
+            return Ok(Reloaded { needs_restart });
+        }
+        let why: Vec<String> = failed
+            .iter()
+            .map(|f| {
+                let what = if f.kept {
+                    "runs on as it was"
+                } else {
+                    "was not running and is not now"
+                };
+                format!("the {} sink {what}: {}", f.kind.name(), f.error)
+            })
+            .collect();
+        Err(ReloadError::SinksKept(why.join("\n")))
     }
 
     /// The periodic duties: rotate and destroy keys, purge expired events.
@@ -290,12 +329,13 @@ pub async fn run(
             }
             Some(request) = reload.recv() => {
                 let result = daemon.reload().await;
-                if result.is_ok() {
+                if !matches!(result, Err(ReloadError::NotLoaded(_))) {
                     purge = purge_timer(&daemon.sessions.current().config);
                 }
                 match &result {
                     Ok(_) => info!(target: TARGET, "configuration reloaded"),
-                    Err(e) => error!(target: TARGET, "configuration not reloaded, the running one stays:\n{e}"),
+                    Err(ReloadError::NotLoaded(e)) => error!(target: TARGET, "configuration not reloaded, the running one stays:\n{e}"),
+                    Err(ReloadError::SinksKept(e)) => error!(target: TARGET, "configuration reloaded but for sinks that could not be opened with it:\n{e}"),
                 }
                 let outcome = if result.is_ok() { "ok" } else { "failed" };
                 DAEMON.reloads.get_or_create(&label("result", outcome)).inc();

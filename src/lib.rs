@@ -53,7 +53,7 @@ mod transit;
 mod writer;
 
 pub use config::{Config, ConfigError, LogOverride, Overrides, Source, DEFAULT_PATH};
-pub use daemon::{fit_descriptor_limit, run, Reload, Reloaded, SHUTDOWN_GRACE};
+pub use daemon::{fit_descriptor_limit, run, Reload, ReloadError, Reloaded, SHUTDOWN_GRACE};
 pub use listener::Listener;
 pub use logging::{chain as error_chain, init as init_logging, report_error};
 pub use track::{run as track, serve_metrics as track_metrics, Counts as TrackCounts, TrackError};

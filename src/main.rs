@@ -6,7 +6,7 @@ use clap::Parser;
 use privacy_milter::{
     cli::{Cli, Command, IpCommand, LedgerCommand},
     commands::{self, ledger},
-    Config, Listener, Reload,
+    Config, Listener, Reload, ReloadError,
 };
 use sd_notify::NotifyState;
 use std::process::ExitCode;
@@ -248,8 +248,12 @@ async fn reload_on_sighup(mut hangup: Signal, reloads: mpsc::Sender<Reload>, lis
         let at = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
         let status = match outcome {
             Ok(Ok(_)) => format!("{listening}; configuration reloaded at {at}"),
-            Ok(Err(e)) => format!(
+            Ok(Err(ReloadError::NotLoaded(e))) => format!(
                 "{listening}; configuration not reloaded at {at}, the running one stays: {}",
+                e.lines().next().unwrap_or_default()
+            ),
+            Ok(Err(ReloadError::SinksKept(e))) => format!(
+                "{listening}; configuration reloaded at {at} but for sinks that could not be opened with it: {}",
                 e.lines().next().unwrap_or_default()
             ),
             // The daemon is stopping.

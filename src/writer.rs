@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     event::Event,
     metrics::{label, DAEMON},
-    store::{self, Flush, Sink, PURGE_CHUNK},
+    store::{self, Flush, NotReopened, Sink, PURGE_CHUNK},
 };
 use std::{io, sync::Arc, thread};
 use std::{
@@ -36,8 +36,9 @@ type Ack = oneshot::Sender<Result<(), String>>;
 enum Request {
     /// An event; its ack if someone waits for it; its place in the async queue if it holds one.
     Event(Box<Event>, Option<Ack>, Option<OwnedSemaphorePermit>),
-    /// Re-open every sink from this configuration (SIGHUP: new paths, rotated files).
-    Reopen(Box<Config>, oneshot::Sender<Result<(), String>>),
+    /// Re-open every sink from this configuration (SIGHUP: new paths, rotated files); the
+    /// answer names those that could not be opened.
+    Reopen(Box<Config>, oneshot::Sender<Vec<NotReopened>>),
     /// Delete expired events from every store.
     Purge,
     Stop(oneshot::Sender<()>),
@@ -74,22 +75,10 @@ impl EventWriter {
     /// zero writes every event as soon as it comes).
     pub fn start_with(config: &Config, window: Duration) -> io::Result<Self> {
         let sinks = store::open_sinks(config).map_err(io::Error::other)?;
-        Self::spawn(
-            sinks,
-            Some(config.clone()),
-            config.events.queue_size,
-            window,
-        )
+        Self::spawn(sinks, config.events.queue_size, window)
     }
 
-    /// `config`: what the sinks were opened from, to open them again after a reload whose
-    /// own sinks cannot be opened.
-    fn spawn(
-        sinks: Vec<Box<dyn Sink>>,
-        config: Option<Config>,
-        queue_size: usize,
-        window: Duration,
-    ) -> io::Result<Self> {
+    fn spawn(sinks: Vec<Box<dyn Sink>>, queue_size: usize, window: Duration) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let (to_syncer, jobs) = mpsc::channel();
         let flushed = tx.clone();
@@ -98,7 +87,7 @@ impl EventWriter {
             .spawn(move || syncer(jobs, flushed))?;
         thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || writer(sinks, config, window, rx, to_syncer))?;
+            .spawn(move || writer(sinks, window, rx, to_syncer))?;
         Ok(Self {
             tx,
             queue: Arc::new(Semaphore::new(queue_size)),
@@ -142,14 +131,15 @@ impl EventWriter {
         }
     }
 
-    /// Re-opens the sinks from `config`; on failure the old sinks stay.
-    pub async fn reopen(&self, config: &Config) -> Result<(), String> {
+    /// Re-opens each sink from `config` on its own ([`store::reopen_sinks`]); returns those
+    /// that could not be opened (a running one among them runs on as it was).
+    pub async fn reopen(&self, config: &Config) -> Result<Vec<NotReopened>, String> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Request::Reopen(Box::new(config.clone()), ack))
             .map_err(|_| "the event writer has stopped".to_string())?;
         done.await
-            .map_err(|_| "the event writer has stopped".to_string())?
+            .map_err(|_| "the event writer has stopped".to_string())
     }
 
     /// Asks the writer to purge expired events (after the events queued before).
@@ -214,7 +204,6 @@ impl Purge {
 
 fn writer(
     mut sinks: Vec<Box<dyn Sink>>,
-    mut config: Option<Config>,
     window: Duration,
     rx: mpsc::Receiver<Request>,
     syncer: mpsc::Sender<ToSyncer>,
@@ -223,8 +212,6 @@ fn writer(
     let mut acks: Vec<Ack> = Vec::new();
     let mut places: Vec<OwnedSemaphorePermit> = Vec::new();
     let mut purge: Option<Purge> = None;
-    // Why events cannot be written at all (no sink could be opened after a failed reload).
-    let mut broken: Option<String> = None;
     // Batches handed to the syncer and not yet flushed.
     let mut in_flight = 0usize;
     loop {
@@ -274,10 +261,7 @@ fn writer(
             }
         }
         if !batch.is_empty() {
-            let (result, flushes) = match &broken {
-                Some(why) => (Err(not_written("configured", why, &batch)), Vec::new()),
-                None => write_all(&mut sinks, &batch),
-            };
+            let (result, flushes) = write_all(&mut sinks, &batch);
             if flushes.is_empty() {
                 for ack in acks.drain(..) {
                     let _ = ack.send(result.clone());
@@ -312,35 +296,11 @@ fn writer(
         }
         match control {
             Some(Request::Reopen(new, ack)) => {
-                // The old sinks close first: a ledger moved aside and a new one at its path
-                // must never have connections open at once (they would share the `-wal` and
-                // `-shm` names and corrupt each other).
-                drop(std::mem::take(&mut sinks));
                 // The next timer tick purges the new sinks.
                 purge = None;
-                let result = match store::open_sinks(&new) {
-                    Ok(opened) => {
-                        sinks = opened;
-                        config = Some(*new);
-                        broken = None;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // The reload fails; the running configuration's sinks again.
-                        if let Some(running) = &config {
-                            match store::open_sinks(running) {
-                                Ok(opened) => sinks = opened,
-                                Err(again) => {
-                                    let why = format!("the sinks could not be opened again after a failed reload ({again})");
-                                    error!(target: TARGET, "{why}: events are not written until a reload succeeds");
-                                    broken = Some(why);
-                                }
-                            }
-                        }
-                        Err(e.to_string())
-                    }
-                };
-                let _ = ack.send(result);
+                let (reopened, failed) = store::reopen_sinks(std::mem::take(&mut sinks), &new);
+                sinks = reopened;
+                let _ = ack.send(failed);
             }
             Some(Request::Purge) => {
                 purge.get_or_insert_with(|| Purge::new(sinks.len()));
@@ -523,6 +483,9 @@ mod tests {
         ) -> store::Result<()> {
             Ok(())
         }
+        fn reopen(self: Box<Self>, _config: &Config) -> (Box<dyn Sink>, Option<store::StoreError>) {
+            (self, None)
+        }
     }
 
     fn held_writer() -> (EventWriter, std_mpsc::Sender<io::Result<()>>) {
@@ -531,7 +494,7 @@ mod tests {
             release: Arc::new(Mutex::new(held)),
         }));
         (
-            EventWriter::spawn(vec![Box::new(sink)], None, 10, GROUP_COMMIT_WINDOW).unwrap(),
+            EventWriter::spawn(vec![Box::new(sink)], 10, GROUP_COMMIT_WINDOW).unwrap(),
             release,
         )
     }

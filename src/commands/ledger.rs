@@ -183,12 +183,19 @@ fn with_lifecycle(
     value
 }
 
-/// Deletes the subject's events and says how many; also says when some of them are still
+/// Deletes the subject's events and says how many; on SQLite, also that the write-ahead log
+/// is truncated (every run, so a run again finishes what one beside a reader, or a killed
+/// one, left; it fails while a reader keeps it busy); also says when some of them are still
 /// on their way to PostgreSQL in this host's spool (or rejects file), out of its reach.
 pub fn erase(config: &Config, subject: &Subject) -> Result<String, CommandError> {
     let filter = filter(subject, config)?;
     let erased = open(config)?.erase(&filter)?;
     let mut out = format!("erased {erased} events\n");
+    if !store::ledger_on_postgres(config) {
+        out.push_str(
+            "the write-ahead log is truncated: no old copy of erased events is left in it\n",
+        );
+    }
     // The copy is the MTA's log, kept under the operator's legitimate interest (abuse,
     // delivery disputes) for retention.mta_logs and pseudonymised: erase leaves it, and says so.
     if let Some(held) = log_copy::find(config, &filter)? {
@@ -233,9 +240,9 @@ pub fn purge(config: &Config) -> Result<String, CommandError> {
     let mut out = match store::purge_all(open(config)?.as_mut(), now) {
         Ok(purged) => format!("purged {purged} expired events\n"),
         // Done, but a reader (a backup, an export) kept the write-ahead log busy: what was
-        // deleted is gone from the ledger, its old copies go at the next purge.
+        // deleted is gone from the ledger, its old copies go when the log is next truncated.
         Err(store::StoreError::WalBusy { done, .. }) => format!(
-            "{done}\nnote: a reader kept the write-ahead log busy; the old copies of the purged events in it go at the next purge\n"
+            "{done}\nnote: a reader kept the write-ahead log busy; the old copies of purged events in it go at the daemon's next truncation, or run purge again once the reader is done\n"
         ),
         Err(e) => return Err(e.into()),
     };

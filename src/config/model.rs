@@ -364,6 +364,18 @@ pub enum SinkKind {
     Log,
 }
 
+impl SinkKind {
+    /// Its name in `events.sinks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ledger => "ledger",
+            Self::Postgres => "postgres",
+            Self::Jsonl => "jsonl",
+            Self::Log => "log",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {

@@ -5,8 +5,9 @@
 //! logrotate can move it away.
 
 use crate::{
+    config::Config,
     event::Event,
-    store::{Flush, Result, Sink, StoreError},
+    store::{self, Flush, Result, Sink, StoreError},
     transit::{Delivery, Transit},
 };
 use chrono::{DateTime, Utc};
@@ -79,5 +80,13 @@ impl Sink for JsonlSink {
             buf.push(b'\n');
         }
         self.append(&buf)
+    }
+
+    /// The new file opens before the old one closes: a file that cannot be opened (a
+    /// directory that is gone or not writable) leaves the events going into the old one.
+    fn reopen(self: Box<Self>, config: &Config) -> (Box<dyn Sink>, Option<StoreError>) {
+        store::reopen_beside(self, || {
+            Ok(Box::new(Self::open(&config.events.jsonl.path)?) as Box<dyn Sink>)
+        })
     }
 }

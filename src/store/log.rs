@@ -1,8 +1,9 @@
 //! Sink `log`: one structured log line per event, for pipelines that already collect logs.
 
 use crate::{
+    config::Config,
     event::Event,
-    store::{Flush, Result, Sink},
+    store::{Flush, Result, Sink, StoreError},
     transit::{Delivery, Transit},
 };
 use chrono::{DateTime, Utc};
@@ -33,5 +34,10 @@ impl Sink for LogSink {
             info!(target: "privacy_milter::delivery", queue_id = delivery.queue_id.as_str(), delivery = %delivery.to_json(), "delivery");
         }
         Ok(())
+    }
+
+    /// Nothing to open: the log is the daemon's.
+    fn reopen(self: Box<Self>, _config: &Config) -> (Box<dyn Sink>, Option<StoreError>) {
+        (self, None)
     }
 }

@@ -49,7 +49,7 @@ pub enum StoreError {
     },
     #[error("{}: SQLite cannot keep a write-ahead log here (the journal mode stays {mode}); put the ledger on a local file system", path.display())]
     NoWal { path: PathBuf, mode: String },
-    #[error("{done}, but the write-ahead log still holds copies of them: the ledger was too busy to truncate it; run {command} again")]
+    #[error("{done}, but the write-ahead log may still hold old copies of deleted events: a reader (a backup, an export, a sqlite3 shell) kept it busy, so it could not be truncated; run {command} again once the reader is done")]
     WalBusy { done: String, command: &'static str },
     /// A store that cannot be opened, named by its configuration key.
     #[error("{key} {source}")]
@@ -141,6 +141,23 @@ pub trait Sink: Send {
     /// delivery outcomes (one already recorded, by its id, is left as is). Streams write each
     /// delivery as a line (schema `privacy-milter.delivery.v1`) and keep no records.
     fn record_transit(&mut self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()>;
+
+    /// This sink opened again with `config`'s settings (a reload: a rotated file, a new path),
+    /// for the writer. When that fails, the sink as it runs (its open file, its connection)
+    /// and why: a reload never closes a sink that works.
+    fn reopen(self: Box<Self>, config: &Config) -> (Box<dyn Sink>, Option<StoreError>);
+}
+
+/// Opens a sink anew while the running one stays open, and closes the running one only once
+/// the new one works: for the sinks whose two instances may be open at once.
+pub(crate) fn reopen_beside(
+    running: Box<dyn Sink>,
+    open: impl FnOnce() -> Result<Box<dyn Sink>>,
+) -> (Box<dyn Sink>, Option<StoreError>) {
+    match open() {
+        Ok(new) => (new, None),
+        Err(e) => (running, Some(e)),
+    }
 }
 
 /// A sink that keeps the events and answers for them (SQLite, PostgreSQL): the `ledger`,
@@ -357,17 +374,117 @@ fn open_sink(config: &Config, kind: SinkKind, by: Opener) -> Result<Box<dyn Sink
     })
 }
 
+/// The sinks the writer keeps under `config`, in order.
+fn configured(config: &Config) -> &[SinkKind] {
+    if config.events.enabled {
+        &config.events.sinks
+    } else {
+        &[]
+    }
+}
+
 /// Opens the sinks `events.sinks` names, for the writer; fails at once if one cannot be
 /// opened.
 pub fn open_sinks(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
-    if !config.events.enabled {
-        return Ok(Vec::new());
-    }
-    let sinks = &config.events.sinks;
-    sinks
+    configured(config)
         .iter()
         .map(|kind| open_sink(config, *kind, Opener::Writer))
         .collect()
+}
+
+/// A sink a reload could not open, and why.
+#[derive(Debug)]
+pub struct NotReopened {
+    pub kind: SinkKind,
+    /// Whether it runs on as it was (else it was not running, and is not now).
+    pub kept: bool,
+    pub error: StoreError,
+}
+
+/// The writer's sinks after a reload to `config`: each running sink opened again on its own
+/// ([`Sink::reopen`]: one that cannot be runs on as it was), new ones opened, those no longer
+/// configured closed. Returns them in `config`'s order, with the sinks that could not be
+/// opened.
+pub fn reopen_sinks(
+    running: Vec<Box<dyn Sink>>,
+    config: &Config,
+) -> (Vec<Box<dyn Sink>>, Vec<NotReopened>) {
+    let mut running: Vec<Option<Box<dyn Sink>>> = running.into_iter().map(Some).collect();
+    let (mut sinks, mut failed) = (Vec::new(), Vec::new());
+    // Those no longer configured close first: a ledger's file may be opened again below.
+    for slot in &mut running {
+        if slot
+            .as_ref()
+            .is_some_and(|sink| !configured(config).iter().any(|k| k.name() == sink.name()))
+        {
+            *slot = None;
+        }
+    }
+    for &kind in configured(config) {
+        let old = running
+            .iter_mut()
+            .find(|slot| slot.as_ref().is_some_and(|sink| sink.name() == kind.name()))
+            .and_then(Option::take);
+        match old {
+            Some(old) => {
+                let (sink, error) = old.reopen(config);
+                sinks.push(sink);
+                if let Some(error) = error {
+                    failed.push(NotReopened {
+                        kind,
+                        kept: true,
+                        error,
+                    });
+                }
+            }
+            None => match open_sink(config, kind, Opener::Writer) {
+                Ok(sink) => sinks.push(sink),
+                Err(error) => failed.push(NotReopened {
+                    kind,
+                    kept: false,
+                    error,
+                }),
+            },
+        }
+    }
+    (sinks, failed)
+}
+
+/// A sink that a reload had to close and could not open again, with nothing left to write
+/// to (the SQLite ledger's file deleted or replaced under it): it refuses every batch with
+/// why, so that each event is logged in full and `events.on_error` applies, and the next
+/// reload tries to open it again.
+pub(crate) struct Unavailable {
+    pub(crate) kind: SinkKind,
+    pub(crate) why: String,
+}
+
+impl Sink for Unavailable {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn write(&mut self, _batch: &[Event]) -> Result<Option<Arc<dyn Flush>>> {
+        Err(StoreError::Other(self.why.clone()))
+    }
+
+    fn purge_some(&mut self, _now: DateTime<Utc>, _limit: usize) -> Result<usize> {
+        Ok(0)
+    }
+
+    fn record_transit(&mut self, _transits: &[Transit], _deliveries: &[Delivery]) -> Result<()> {
+        Err(StoreError::Other(self.why.clone()))
+    }
+
+    fn reopen(self: Box<Self>, config: &Config) -> (Box<dyn Sink>, Option<StoreError>) {
+        match open_sink(config, self.kind, Opener::Writer) {
+            Ok(sink) => (sink, None),
+            Err(e) => {
+                let why = format!("the {} sink cannot be opened: {e}", self.kind.name());
+                (Box::new(Self { why, ..*self }), Some(e))
+            }
+        }
+    }
 }
 
 /// What `privacy-milter track` records in: the ledger that answers its lookups (the first

@@ -42,7 +42,7 @@ pub(crate) fn commands_answer_for_the_three(milter: &Milter) {
 
     let (ok, out, _) = ledger_cmd(milter, &["erase", "--address", "eve@remote.example"]);
     assert!(ok);
-    assert_eq!(out, "erased 2 events\n");
+    assert!(out.starts_with("erased 2 events\n"), "{out}");
     let (_, out, _) = ledger_cmd(milter, &["export"]);
     assert_eq!(out.lines().count(), 1);
     assert!(out.contains("4Internal"));
@@ -60,7 +60,7 @@ async fn erased_events_leave_no_bytes_behind() {
     assert!(before.contains("eve@remote.example") && before.contains("198.51.100.9"));
     let (ok, out, err) = ledger_cmd(&milter, &["erase", "--address", "eve@remote.example"]);
     assert!(ok, "{err}");
-    assert_eq!(out, "erased 2 events\n");
+    assert!(out.starts_with("erased 2 events\n"), "{out}");
     let after = all_bytes(milter.dir.path(), "ledger.sqlite");
     for gone in ["eve@remote.example", "198.51.100.9", "4Inbound", "4Relay"] {
         assert!(!after.contains(gone), "the ledger files still hold {gone}");

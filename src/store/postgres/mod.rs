@@ -111,6 +111,14 @@ impl Sink for PgLedger {
     fn record_transit(&mut self, transits: &[Transit], deliveries: &[Delivery]) -> Result<()> {
         transit::record(&mut *self.pool.get()?, transits, deliveries)
     }
+
+    /// The new pool and spool open before the old ones close (the writer writes to neither
+    /// meanwhile): settings that cannot be used leave the running ones.
+    fn reopen(self: Box<Self>, config: &Config) -> (Box<dyn Sink>, Option<StoreError>) {
+        crate::store::reopen_beside(self, || {
+            Ok(Box::new(Self::for_writer(config)?) as Box<dyn Sink>)
+        })
+    }
 }
 
 impl Ledger for PgLedger {

@@ -38,6 +38,25 @@ impl FileGuard {
         Ok(guard)
     }
 
+    /// Whether the file at the path is still the one opened.
+    pub(super) fn at_path(&self) -> bool {
+        let (Ok(held), Ok(here)) = (self.file.metadata(), std::fs::metadata(&self.path)) else {
+            return false;
+        };
+        (held.dev(), held.ino()) == (here.dev(), here.ino())
+    }
+
+    /// Where the file opened is now, if it was moved aside (renamed, still linked); None if
+    /// it is at its path or was deleted.
+    pub(super) fn moved_to(&self) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let held = self.file.metadata().ok().filter(|m| m.nlink() > 0)?;
+        let now = std::fs::read_link(format!("/proc/self/fd/{}", self.file.as_raw_fd())).ok()?;
+        let there = std::fs::metadata(&now).ok()?;
+        let same = (there.dev(), there.ino()) == (held.dev(), held.ino());
+        (same && now != self.path).then_some(now)
+    }
+
     /// Three system calls per batch: the path's identity, the file's size, its magic.
     pub(super) fn check(&mut self) -> Result<()> {
         let broken = |what: &str| {

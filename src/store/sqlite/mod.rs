@@ -7,8 +7,9 @@
 //! and its runway), and `guard` its watch on the file.
 //!
 //! Erasure and purge remove the bytes too: deleted rows are zeroed (`secure_delete`), and the
-//! WAL, which still holds the pages as they were, is truncated at the end of each purge that
-//! deleted something and after each erasure.
+//! WAL, which still holds the pages as they were, is truncated at the end of each purge of the
+//! daemon's that deleted something (again between batches until readers let it), and at the
+//! end of every purge and erasure of the commands.
 
 mod counts;
 mod events;
@@ -32,9 +33,9 @@ use rusqlite::Connection;
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use wal::WalKeeper;
 
 /// How long one attempt to truncate the WAL waits for readers. Meanwhile no other connection
@@ -42,10 +43,13 @@ use wal::WalKeeper;
 /// messages wait too: a moment only.
 const TRUNCATE_PATIENCE: Duration = Duration::from_millis(50);
 
-/// The commands try again this often, with a pause between in which the daemon writes, before
-/// they leave the WAL to a later purge (or ask for erase to be run again).
-const TRUNCATE_ATTEMPTS: u32 = 40;
-const TRUNCATE_PAUSE: Duration = Duration::from_millis(100);
+/// The commands try again this often, with a pause between in which the daemon writes and
+/// checkpoints, before they give up (and say so).
+const TRUNCATE_ATTEMPTS: u32 = 100;
+const TRUNCATE_PAUSE: Duration = Duration::from_millis(50);
+
+/// How often the daemon tries again to truncate a WAL that readers kept busy.
+const TRUNCATE_RETRY: Duration = Duration::from_secs(1);
 
 /// Names the ledger's file in an error of SQLite's.
 fn named<T>(path: &Path, result: rusqlite::Result<T>) -> Result<T> {
@@ -68,6 +72,10 @@ pub struct SqliteLedger {
     deleted_in_wal: usize,
     /// How long truncating the WAL waits for other connections.
     patience: Duration,
+    /// How its commits are made durable (`events.ledger.synchronous`).
+    synchronous: Synchronous,
+    /// When truncating the WAL last failed, if it has not succeeded since.
+    truncation_failed: Option<Instant>,
 }
 
 impl SqliteLedger {
@@ -80,6 +88,8 @@ impl SqliteLedger {
             guard: None,
             deleted_in_wal: 0,
             patience: TRUNCATE_PATIENCE,
+            synchronous: Synchronous::Full,
+            truncation_failed: None,
         })
     }
 
@@ -102,6 +112,8 @@ impl SqliteLedger {
                 guard: Some(guard),
                 deleted_in_wal: 0,
                 patience: TRUNCATE_PATIENCE,
+                synchronous: config.synchronous,
+                truncation_failed: None,
             })
         };
         open().map_err(|e: StoreError| e.opening("events.ledger.path"))
@@ -126,13 +138,12 @@ impl SqliteLedger {
         named(&self.path, result)
     }
 
-    /// Truncates the WAL if deletions left copies in it; false if readers kept it busy. The
-    /// daemon tries once (its next purge tries again); a command a few times, giving way to
-    /// the daemon's commits between attempts.
+    /// Truncates the WAL, so that no old copy of what was deleted stays in it; false if
+    /// readers kept it busy. The daemon tries once, its own checkpointer held back (and again
+    /// after later batches: [`Self::retry_truncation`]); a command, beside a daemon whose
+    /// checkpoints SQLite does not wait for, tries again and again for a few seconds, giving
+    /// way to the daemon between attempts.
     fn truncate_wal(&mut self) -> Result<bool> {
-        if self.deleted_in_wal == 0 {
-            return Ok(true);
-        }
         let attempts = if self.keeper.is_some() {
             1
         } else {
@@ -142,12 +153,33 @@ impl SqliteLedger {
             if attempt > 0 {
                 std::thread::sleep(TRUNCATE_PAUSE);
             }
-            if self.sql(wal::truncate(&self.conn, self.patience))? {
+            let truncated = match &self.keeper {
+                Some(keeper) => keeper.truncate(&self.conn, self.patience),
+                None => wal::truncate(&self.conn, self.patience),
+            };
+            if self.sql(truncated)? {
                 self.deleted_in_wal = 0;
+                self.truncation_failed = None;
                 return Ok(true);
             }
         }
+        self.truncation_failed = Some(Instant::now());
         Ok(false)
+    }
+
+    /// The daemon: once a purge had to leave old copies in the WAL (readers kept it busy),
+    /// tries again every [`TRUNCATE_RETRY`], before a batch, until it is done.
+    fn retry_truncation(&mut self) -> Result<()> {
+        let due = self
+            .truncation_failed
+            .is_some_and(|at| at.elapsed() >= TRUNCATE_RETRY);
+        if due && self.deleted_in_wal > 0 && self.truncate_wal()? {
+            info!(
+                target: "privacy_milter::sinks::ledger",
+                "ledger: the write-ahead log is truncated: no old copy of the purged events is left in it"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +214,7 @@ impl Sink for SqliteLedger {
         if let Some(guard) = &mut self.guard {
             guard.check()?;
         }
+        self.retry_truncation()?;
         match &mut self.keeper {
             Some(keeper) => keeper.commit(&mut self.conn, &self.path, batch),
             None => named(&self.path, events::insert(&mut self.conn, batch, || ())).map(|()| None),
@@ -191,7 +224,10 @@ impl Sink for SqliteLedger {
     fn purge_some(&mut self, now: DateTime<Utc>, limit: usize) -> Result<usize> {
         let n = named(&self.path, events::purge_some(&mut self.conn, now, limit))?;
         self.deleted_in_wal += n;
-        if n < limit && !self.truncate_wal()? {
+        // A command's purge always ends with the WAL truncated: one run before may have left
+        // old copies in it (a reader kept it busy).
+        let copies = self.deleted_in_wal > 0 || self.keeper.is_none();
+        if n < limit && copies && !self.truncate_wal()? {
             let done = format!("purged {} expired events", self.deleted_in_wal);
             if self.keeper.is_none() {
                 return Err(StoreError::WalBusy {
@@ -199,10 +235,10 @@ impl Sink for SqliteLedger {
                     command: "purge",
                 });
             }
-            // The daemon does not hold up mail for readers: the next purge truncates it.
+            // The daemon does not hold up mail for readers: it tries again between batches.
             warn!(
                 target: "privacy_milter::sinks::ledger",
-                "ledger: readers kept the write-ahead log busy; the old copies of purged events in it go at the next purge"
+                "ledger: readers kept the write-ahead log busy; the old copies of purged events in it go as soon as they let it be truncated (tried again every second while events come in)"
             );
         }
         Ok(n)
@@ -214,6 +250,48 @@ impl Sink for SqliteLedger {
             transit::record(&mut self.conn, transits, deliveries),
         )
     }
+
+    /// Two connections may be open at once only on the same file: one to a file moved aside
+    /// and one to a new file at its path would share the `-wal` and `-shm` names there and
+    /// corrupt each other. So while the file opened is still at the path (or the path
+    /// changes) the new connection opens first, and one that cannot open leaves this one as
+    /// it is (a file made read-only or damaged in place: this connection's own guard still
+    /// refuses what its file cannot take). Otherwise this connection closes first (it copies
+    /// its WAL into its file); if the new one cannot open, the events go on into the file
+    /// moved aside, as before the reload, or, with that file deleted, nowhere (each batch
+    /// refused, and logged in full) until a reload opens the ledger.
+    fn reopen(
+        self: Box<Self>,
+        config: &crate::config::Config,
+    ) -> (Box<dyn Sink>, Option<StoreError>) {
+        let new = &config.events.ledger;
+        let beside = new.path != self.path || self.guard.as_ref().is_some_and(FileGuard::at_path);
+        let open = |config: &LedgerConfig| Ok(Box::new(Self::for_writer(config)?) as Box<dyn Sink>);
+        if beside {
+            return crate::store::reopen_beside(self, || open(new));
+        }
+        let moved_to = self.guard.as_ref().and_then(FileGuard::moved_to);
+        let synchronous = self.synchronous;
+        drop(self);
+        let error = match open(new) {
+            Ok(sink) => return (sink, None),
+            Err(e) => e,
+        };
+        let kept = moved_to.map(|path| open(&LedgerConfig { path, synchronous }));
+        match kept {
+            Some(Ok(sink)) => (sink, Some(error)),
+            _ => {
+                let why = format!(
+                    "the ledger sink could not be opened again (its file is no longer at its path): {error}"
+                );
+                let sink = crate::store::Unavailable {
+                    kind: crate::config::SinkKind::Ledger,
+                    why,
+                };
+                (Box::new(sink), Some(error))
+            }
+        }
+    }
 }
 
 impl Ledger for SqliteLedger {
@@ -221,7 +299,8 @@ impl Ledger for SqliteLedger {
         self.sql(events::find(&self.conn, filter))
     }
 
-    /// Waits (busy timeout) for the daemon's commit in progress, if any, to truncate the WAL.
+    /// Ends with the WAL truncated, every time, even with nothing found to erase: a run again
+    /// finishes what a run beside a reader, or a killed run, left in it.
     fn erase(&mut self, filter: &Filter) -> Result<usize> {
         let erased = named(&self.path, events::erase(&mut self.conn, filter))?;
         self.deleted_in_wal += erased;

@@ -198,18 +198,27 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// Refuses a ledger this connection may only read: SQLite opens a file it may not write
-/// read-only, without a word, and only the first write would tell.
+/// read-only, without a word, and only the first write would tell. The file's own permissions
+/// are asked too: a connection in a process that already has the file open may reuse a
+/// descriptor opened for writing before the file was made read-only, and the next (the
+/// checkpointer's) would not.
 pub(super) fn check_writable(conn: &Connection, path: &Path) -> Result<()> {
+    let read_only = |why: String| StoreError::ReadOnly {
+        path: path.to_path_buf(),
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some(why),
+        ),
+    };
     if named(path, conn.is_readonly(rusqlite::MAIN_DB))? {
-        return Err(StoreError::ReadOnly {
-            path: path.to_path_buf(),
-            source: rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
-                Some("SQLite opened it read-only".into()),
-            ),
-        });
+        return Err(read_only("SQLite opened it read-only".into()));
     }
-    Ok(())
+    match nix::unistd::eaccess(path, nix::unistd::AccessFlags::W_OK) {
+        Err(e @ (nix::errno::Errno::EACCES | nix::errno::Errno::EROFS)) => {
+            Err(read_only(format!("the file is not writable: {}", e.desc())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Version 2: the new tables; every event moved over with its subjects computed from its body

@@ -7,7 +7,9 @@
 //! short checkpoint of what is left, so that SQLite starts the WAL over and it stays small.
 //!
 //! A WAL started over is overwritten, not emptied: it keeps old page images, purged events
-//! among them. So the end of every purge that deleted anything truncates it (`super`).
+//! among them. So the end of every purge that deleted anything truncates it (`super`), with
+//! the background held back: SQLite refuses, without waiting, a checkpoint while another
+//! connection runs one.
 //!
 //! With `synchronous = "full"` a batch is durable once the WAL is fsynced after its commit.
 //! SQLite would do that inside the commit; here the connection commits without it
@@ -207,6 +209,18 @@ impl WalKeeper {
         })
     }
 
+    /// [`truncate`] on the writer's connection, with the background held back meanwhile (it
+    /// finishes the checkpoint it may be running first).
+    pub(super) fn truncate(&self, conn: &Connection, patience: Duration) -> rusqlite::Result<bool> {
+        let _paused = self
+            .checkpointer
+            .shared
+            .checkpointing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        truncate(conn, patience)
+    }
+
     /// Commits a batch; returns the flush that makes it durable, with `synchronous = "full"`.
     pub(super) fn commit(
         &mut self,
@@ -261,7 +275,8 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Copies the whole WAL into the database file and truncates the WAL to nothing, waiting at
-/// most `patience` for other connections; false if they kept it busy. Until then the WAL
+/// most `patience` for other connections; false if they kept it busy (a reader, or another
+/// connection's checkpoint: SQLite does not wait for that one). Until then the WAL
 /// holds the pages as they were before events were deleted (and as the WAL is reused, not
 /// rewritten, for as long as the ledger stays open).
 pub(super) fn truncate(conn: &Connection, patience: Duration) -> rusqlite::Result<bool> {
@@ -281,6 +296,10 @@ struct Shared {
     restart: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Held by the background while it checkpoints, and by the writer while it truncates
+    /// the WAL: SQLite refuses a checkpoint at once, without waiting, while another
+    /// connection runs one, so the background must stand aside.
+    checkpointing: Mutex<()>,
 }
 
 struct Checkpointer {
@@ -308,6 +327,7 @@ impl Checkpointer {
                 if !s.dirty.swap(false, Ordering::Relaxed) {
                     continue;
                 }
+                let _checkpointing = s.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
                 match checkpoint(&conn) {
                     Ok(frames) if frames >= RESTART_FRAMES => {
                         // Once more, to copy what came in meanwhile; then the writer's own
@@ -560,6 +580,62 @@ mod tests {
             let working_size = runway.working_size;
             sink.write(&[event(1)]).unwrap();
             assert_eq!(wal_len(&config), working_size);
+        }
+    }
+
+    /// How many times `needle` is in the files of the ledger at `path` (it, `-wal`, `-shm`).
+    fn copies_in(path: &Path, needle: &str) -> usize {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                let bytes = std::fs::read(name).unwrap_or_default();
+                bytes
+                    .windows(needle.len())
+                    .filter(|w| *w == needle.as_bytes())
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Events expired among others, their subjects spread over the index as real addresses
+    /// are, purged while more come in (the background copies the WAL meanwhile): each purge
+    /// truncates the WAL, and none of their bytes is left in any of the ledger's files.
+    #[test]
+    fn a_purge_among_live_events_leaves_no_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path(), "ledger.sqlite", Synchronous::Normal);
+        let mut sink = SqliteLedger::for_writer(&config).unwrap();
+        let scattered = |n: u32| format!("{:08x}", n.wrapping_mul(2_654_435_761));
+        let mut n = 0u32;
+        for round in 0..10 {
+            for _ in 0..400 {
+                n += 1;
+                let event = if n % 20 == 0 {
+                    let mut e = expired(&format!("4E{n:05}"));
+                    e.sender.address = Some(format!("{}@purged.example", scattered(n + (1 << 20))));
+                    e.client.ip = Some(format!("192.0.2.{}", n % 250));
+                    e
+                } else {
+                    let mut e = event(n as usize);
+                    e.sender.address = Some(format!("{}@remote.example", scattered(n)));
+                    e
+                };
+                sink.write(&[event]).unwrap();
+            }
+            assert_eq!(sink.purge_some(chrono::Utc::now(), 500).unwrap(), 20);
+            assert_eq!(
+                sink.deleted_in_wal, 0,
+                "round {round}: the WAL was not truncated"
+            );
+            for needle in ["@purged.example", "192.0.2."] {
+                assert_eq!(
+                    copies_in(&config.path, needle),
+                    0,
+                    "round {round}: {needle}"
+                );
+            }
         }
     }
 

@@ -86,7 +86,7 @@ impl Milter {
         std::fs::write(&self.config_path, case_config(name, self.dir.path())).unwrap();
         let (request, answer) = Reload::with_reply();
         self.reload.send(request).await.unwrap();
-        answer.await.unwrap().map(drop)
+        answer.await.unwrap().map(drop).map_err(|e| e.to_string())
     }
 
     /// Stops the milter as SIGTERM would, and returns what `run` returned.
