@@ -36,7 +36,12 @@
 //!   that are not UTF-8 are replaced (lossy). Lines longer than [`MAX_LINE`] bytes are cut to
 //!   that length (the rest is skipped, the position still lands after the whole line).
 //!
-//! A "gap" is logged with `tracing::warn!` and counted in [`FileFollower::gaps`]. Not detected:
+//! - Only regular files are read, judged on the opened descriptor ([`NotRegular`] otherwise):
+//!   a FIFO would block, a device never ends. A poll reads at most [`POLL_BUDGET`] bytes
+//!   ([`FileFollower::more`] then says more is there).
+//!
+//! A "gap" is logged with `tracing::warn!` (at most once a minute per cause) and counted in
+//! [`FileFollower::gaps`]. Not detected:
 //! a file truncated and refilled past our offset with the same first [`HEAD_MAX`] bytes (log
 //! lines start with a timestamp, so in practice it does not happen).
 //!
@@ -58,6 +63,11 @@ pub const HEAD_MAX: usize = 4096;
 /// Longer lines are cut to this many bytes (Postfix cuts its own at about 2000).
 pub const MAX_LINE: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
+/// Most bytes one `poll` reads: a huge file (or one line without end) is read a slice per
+/// poll, so that the caller can stop between them.
+pub const POLL_BUDGET: u64 = 64 << 20;
+/// A warning of one cause is logged at most this often; the ones left out are counted.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Where the follower is: enough to resume exactly after a restart and to notice a replaced file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,6 +116,11 @@ pub struct FileFollower {
     last: Option<Position>,
     gaps: u64,
     watch: Option<Watch>,
+    /// Bytes the current poll may still read.
+    budget: u64,
+    /// The last poll stopped at its budget: more is there to read now.
+    more: bool,
+    warnings: WarnLimit,
 }
 
 impl FileFollower {
@@ -119,6 +134,9 @@ impl FileFollower {
             last: saved.clone(),
             gaps: 0,
             watch: None,
+            budget: POLL_BUDGET,
+            more: false,
+            warnings: WarnLimit::default(),
         };
         let init = match saved {
             Some(p) => Init::Saved(p),
@@ -126,7 +144,9 @@ impl FileFollower {
         };
         if let Err(e) = follower.resolve(&init) {
             // Not fatal here (new cannot fail); poll retries and returns the error.
-            tracing::warn!(path = %follower.path.display(), error = %e, "cannot open log yet");
+            if let Some(left_out) = follower.warnings.allow("open") {
+                tracing::warn!(path = %follower.path.display(), error = %e, "cannot open log yet{}", left_out);
+            }
             follower.pending = Some(init);
         }
         follower.watch = Watch::new(&follower.path);
@@ -139,6 +159,8 @@ impl FileFollower {
     /// line.
     pub fn poll(&mut self, max: usize) -> io::Result<Vec<Line>> {
         let mut out = Vec::new();
+        self.budget = POLL_BUDGET;
+        self.more = false;
         let result = self.poll_into(&mut out, max);
         if let Some(cur) = &self.cur {
             self.last = Some(cur.position());
@@ -148,7 +170,9 @@ impl FileFollower {
             Err(e) if out.is_empty() => Err(e),
             Err(e) => {
                 // These lines are consumed: hand them out; the error comes back next time.
-                tracing::warn!(path = %self.path.display(), error = %e, "reading the log");
+                if let Some(left_out) = self.warnings.allow("read") {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not read the log{left_out}");
+                }
                 Ok(out)
             }
         }
@@ -163,7 +187,7 @@ impl FileFollower {
         }
         while out.len() < max {
             let Some(cur) = self.cur.as_mut() else {
-                match File::open(&self.path) {
+                match open_log(&self.path) {
                     Ok(f) => {
                         self.cur = Some(Tracked::open(f, 0, &self.path)?);
                         continue;
@@ -176,12 +200,17 @@ impl FileFollower {
                 self.on_replaced()?;
                 continue;
             }
-            if cur.read_lines(out, max)? {
-                self.on_replaced()?;
-                continue;
-            }
-            if out.len() >= max {
-                break;
+            match cur.read_lines(out, max, &mut self.budget)? {
+                Stop::Replaced => {
+                    self.on_replaced()?;
+                    continue;
+                }
+                Stop::Budget => {
+                    self.more = true;
+                    break;
+                }
+                Stop::End if out.len() < max => {}
+                Stop::End => break,
             }
             // All complete lines read: has the log moved on to another file?
             let Some((next, meta)) = self.moved_on()? else {
@@ -189,12 +218,17 @@ impl FileFollower {
             };
             let cur = self.cur.as_mut().expect("checked above");
             // Writes that landed between our read and the writer's switch.
-            if cur.read_lines(out, max)? {
-                self.on_replaced()?;
-                continue;
-            }
-            if out.len() >= max {
-                break;
+            match cur.read_lines(out, max, &mut self.budget)? {
+                Stop::Replaced => {
+                    self.on_replaced()?;
+                    continue;
+                }
+                Stop::Budget => {
+                    self.more = true;
+                    break;
+                }
+                Stop::End if out.len() < max => {}
+                Stop::End => break,
             }
             if let Some(line) = cur.take_partial() {
                 out.push(line);
@@ -217,9 +251,16 @@ impl FileFollower {
     }
 
     /// How many times lines may have been missed (saved file gone, truncated file without its
-    /// copy, rotated generations skipped). Each is also logged with `tracing::warn!`.
+    /// copy, rotated generations skipped). Each is also logged with `tracing::warn!`, at most
+    /// once a minute per cause.
     pub fn gaps(&self) -> u64 {
         self.gaps
+    }
+
+    /// Whether the last poll stopped at [`POLL_BUDGET`] with more to read now: poll again
+    /// rather than wait.
+    pub fn more(&self) -> bool {
+        self.more
     }
 
     /// Blocks until the file may have changed or `timeout` passed. Uses inotify (the `notify`
@@ -258,7 +299,7 @@ impl FileFollower {
 
     fn resolve(&mut self, init: &Init) -> io::Result<()> {
         match init {
-            Init::Start(start) => match File::open(&self.path) {
+            Init::Start(start) => match open_log(&self.path) {
                 Ok(f) => {
                     let offset = match start {
                         Start::Beginning => 0,
@@ -275,7 +316,7 @@ impl FileFollower {
     }
 
     fn resume(&mut self, saved: &Position) -> io::Result<()> {
-        let current = match File::open(&self.path) {
+        let current = match open_log(&self.path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -296,14 +337,17 @@ impl FileFollower {
             return Ok(());
         }
         if saved.offset > 0 {
-            self.gap(format!(
-                "saved log position (inode {}, offset {}) not found; reading {} from its start",
-                saved.ino,
-                saved.offset,
-                self.path.display()
-            ));
+            self.gap(
+                "saved place not found",
+                format!(
+                    "saved log position (inode {}, offset {}) not found; reading {} from its start",
+                    saved.ino,
+                    saved.offset,
+                    self.path.display()
+                ),
+            );
         }
-        self.cur = match File::open(&self.path) {
+        self.cur = match open_log(&self.path) {
             Ok(f) => Some(Tracked::open(f, 0, &self.path)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -324,7 +368,7 @@ impl FileFollower {
             }
         }
         // Opened before the old one is let go: an error leaves the state as it was.
-        let next = match File::open(&self.path) {
+        let next = match open_log(&self.path) {
             Ok(f) => Some(Tracked::open(f, 0, &self.path)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -332,15 +376,18 @@ impl FileFollower {
         if saved.head.is_some() {
             // Even with nothing unread seen, lines written after our last read and before the
             // copy were only in the copy, which is gone (compressed, say).
-            self.gap(format!(
-                "{} was truncated and no rotated copy of it was found ({})",
-                self.path.display(),
-                if unread {
-                    "it had unread data"
-                } else {
-                    "lines written since the last read are lost"
-                }
-            ));
+            self.gap(
+                "truncated without a copy",
+                format!(
+                    "{} was truncated and no rotated copy of it was found ({})",
+                    self.path.display(),
+                    if unread {
+                        "it had unread data"
+                    } else {
+                        "lines written since the last read are lost"
+                    }
+                ),
+            );
         }
         self.cur = next;
         Ok(())
@@ -358,7 +405,7 @@ impl FileFollower {
             if meta.len() < saved.offset || (!by_inode && same_inode) {
                 continue;
             }
-            let Ok(f) = File::open(&name) else { continue };
+            let Ok(f) = open_log(&name) else { continue };
             let Ok(prefix) = read_prefix(&f) else {
                 continue;
             };
@@ -376,7 +423,7 @@ impl FileFollower {
         }
         match best {
             Some((_, name)) => {
-                let f = File::open(&name)?;
+                let f = open_log(&name)?;
                 tracing::info!(copy = %name.display(), offset = saved.offset, "finishing rotated copy of the log");
                 Ok(Some(Tracked::open(f, saved.offset, &name)?))
             }
@@ -395,7 +442,7 @@ impl FileFollower {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
-        let f = match File::open(&self.path) {
+        let f = match open_log(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -425,16 +472,22 @@ impl FileFollower {
             .map(|(p, _)| p.display().to_string())
             .collect();
         if !unseen.is_empty() {
-            self.gap(format!(
-                "rotated log file(s) newer than the one finished were not read: {}",
-                unseen.join(", ")
-            ));
+            self.gap(
+                "generations unread",
+                format!(
+                    "rotated log file(s) newer than the one finished were not read: {}",
+                    unseen.join(", ")
+                ),
+            );
         }
     }
 
-    fn gap(&mut self, what: String) {
+    /// Counts a gap of `cause`, and says so unless that cause was said less than a minute ago.
+    fn gap(&mut self, cause: &'static str, what: String) {
         self.gaps += 1;
-        tracing::warn!(path = %self.path.display(), "log lines may have been missed: {what}");
+        if let Some(left_out) = self.warnings.allow(cause) {
+            tracing::warn!(path = %self.path.display(), "log lines may have been missed: {what}{left_out}");
+        }
     }
 }
 
@@ -442,6 +495,17 @@ enum Next {
     Line(Line),
     End,
     Replaced,
+    /// The poll's budget is spent.
+    Budget,
+}
+
+/// Why [`Tracked::read_lines`] stopped.
+enum Stop {
+    /// `max` lines, or no more in the file now.
+    End,
+    /// The file turned out to be replaced: nothing read since the last line is used.
+    Replaced,
+    Budget,
 }
 
 /// One open file and the bytes of it not yet handed out.
@@ -465,6 +529,7 @@ struct Tracked {
     /// The line being assembled (at most MAX_LINE bytes kept) and its full length so far.
     line: Vec<u8>,
     line_len: u64,
+    warnings: WarnLimit,
 }
 
 impl Tracked {
@@ -487,6 +552,7 @@ impl Tracked {
             start: 0,
             line: Vec::new(),
             line_len: 0,
+            warnings: WarnLimit::default(),
         })
     }
 
@@ -531,20 +597,26 @@ impl Tracked {
         Ok(false)
     }
 
-    /// Appends complete lines to `out` until it holds `max` or the file has no more. True when
-    /// the file turned out to be replaced: nothing read since the last line is used then.
-    fn read_lines(&mut self, out: &mut Vec<Line>, max: usize) -> io::Result<bool> {
+    /// Appends complete lines to `out` until it holds `max`, the file has no more, or `budget`
+    /// bytes were read (what is read counts against it).
+    fn read_lines(
+        &mut self,
+        out: &mut Vec<Line>,
+        max: usize,
+        budget: &mut u64,
+    ) -> io::Result<Stop> {
         while out.len() < max {
-            match self.next_line()? {
+            match self.next_line(budget)? {
                 Next::Line(line) => out.push(line),
-                Next::End => return Ok(false),
-                Next::Replaced => return Ok(true),
+                Next::End => return Ok(Stop::End),
+                Next::Replaced => return Ok(Stop::Replaced),
+                Next::Budget => return Ok(Stop::Budget),
             }
         }
-        Ok(false)
+        Ok(Stop::End)
     }
 
-    fn next_line(&mut self) -> io::Result<Next> {
+    fn next_line(&mut self, budget: &mut u64) -> io::Result<Next> {
         loop {
             let rest = &self.buf[self.start..];
             if let Some(i) = rest.iter().position(|&b| b == b'\n') {
@@ -559,6 +631,9 @@ impl Tracked {
             self.line_len += rest.len() as u64;
             self.buf.clear();
             self.start = 0;
+            if *budget == 0 {
+                return Ok(Next::Budget);
+            }
             self.buf.resize(CHUNK, 0);
             let n = loop {
                 match self.file.read(&mut self.buf) {
@@ -574,6 +649,7 @@ impl Tracked {
             if n == 0 {
                 return Ok(Next::End);
             }
+            *budget = budget.saturating_sub(n as u64);
             // Keep the known prefix growing while reading the file's start.
             let (pos, have) = (self.read_pos, self.prefix.len() as u64);
             if pos < have && self.buf[..n.min((have - pos) as usize)] != self.prefix[pos as usize..]
@@ -608,12 +684,14 @@ impl Tracked {
 
     fn emit(&mut self, consumed: u64) -> Line {
         if self.line_len > MAX_LINE as u64 {
-            tracing::warn!(
-                file = %self.name.display(),
-                offset = self.offset,
-                length = self.line_len,
-                "log line longer than {MAX_LINE} bytes cut"
-            );
+            if let Some(left_out) = self.warnings.allow("long line") {
+                tracing::warn!(
+                    file = %self.name.display(),
+                    offset = self.offset,
+                    length = self.line_len,
+                    "log line longer than {MAX_LINE} bytes cut{left_out}"
+                );
+            }
         }
         if self.line.last() == Some(&b'\r') {
             self.line.pop();
@@ -641,6 +719,88 @@ impl Tracked {
 fn append_capped(line: &mut Vec<u8>, seg: &[u8]) {
     let room = MAX_LINE.saturating_sub(line.len());
     line.extend_from_slice(&seg[..seg.len().min(room)]);
+}
+
+/// Why a path cannot be followed as a log: it is no regular file (a FIFO would block the
+/// reader, a device never ends, a directory holds no lines).
+#[derive(Debug, thiserror::Error)]
+#[error("{} is {kind}, not a regular file: the tracker reads only regular log files", path.display())]
+pub struct NotRegular {
+    pub path: PathBuf,
+    pub kind: &'static str,
+}
+
+/// Opens `path` for reading if it is a regular file, judged on the opened descriptor (fstat),
+/// so that what is read is what was checked. Opened non-blocking: opening a FIFO without a
+/// writer would otherwise wait for one (regular files ignore the flag).
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let kind = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "of another kind"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        },
+    ))
+}
+
+/// Lets a warning of each cause through at most once per [`WARN_EVERY`], and says how many of
+/// that cause were left out since the last one.
+#[derive(Default)]
+pub(super) struct WarnLimit {
+    last: std::collections::HashMap<&'static str, (Instant, u64)>,
+}
+
+impl WarnLimit {
+    /// Some(suffix for the warning) when a warning of `cause` may be logged now.
+    pub(super) fn allow(&mut self, cause: &'static str) -> Option<String> {
+        self.allow_at(cause, Instant::now())
+    }
+
+    fn allow_at(&mut self, cause: &'static str, now: Instant) -> Option<String> {
+        match self.last.get_mut(cause) {
+            Some((at, left_out)) if now.duration_since(*at) < WARN_EVERY => {
+                *left_out += 1;
+                None
+            }
+            Some((at, left_out)) => {
+                let said = match std::mem::take(left_out) {
+                    0 => String::new(),
+                    n => format!(
+                        " ({n} more of these in the last {}s)",
+                        now.duration_since(*at).as_secs()
+                    ),
+                };
+                *at = now;
+                Some(said)
+            }
+            None => {
+                self.last.insert(cause, (now, 0));
+                Some(String::new())
+            }
+        }
+    }
 }
 
 fn heads_match(saved: &Position, now: &Option<String>) -> bool {
@@ -1189,6 +1349,65 @@ mod tests {
         // The first line is longer than HEAD_MAX: its first HEAD_MAX bytes are the head.
         let head = hex::encode(Sha256::digest(&big.as_bytes()[..HEAD_MAX]));
         assert_eq!(got[0].after.head.as_deref(), Some(head.as_str()));
+    }
+
+    /// A file bigger than one poll's budget is read a budget per poll, `more` saying so, and
+    /// every line still comes once.
+    #[test]
+    fn a_poll_reads_at_most_its_budget() {
+        let (_dir, path) = mail_log();
+        let long = "z".repeat((POLL_BUDGET + POLL_BUDGET / 2) as usize);
+        fs::write(&path, format!("a\n{long}\nb\n")).unwrap();
+        let mut f = follow(&path);
+        let got = f.poll(100).unwrap();
+        assert_eq!(texts(&got), ["a"]);
+        assert!(f.more());
+        let got = f.poll(100).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].text.len(), MAX_LINE);
+        assert_eq!(got[1].text, "b");
+        assert!(!f.more());
+        assert!(f.poll(100).unwrap().is_empty());
+        assert!(!f.more());
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_by_the_opened_descriptor() {
+        let (dir, path) = mail_log();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut f = follow(&path);
+        let e = f.poll(100).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = follow(&zero).poll(100).unwrap_err().to_string();
+        assert!(e.contains("is a character device"), "{e}");
+        // A link to a regular file is read.
+        let real = dir.path().join("real.log");
+        append(&real, "x\n");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(read(&mut follow(&link)), ["x"]);
+    }
+
+    #[test]
+    fn a_warning_of_one_cause_once_a_minute() {
+        let mut w = WarnLimit::default();
+        let t = Instant::now();
+        assert_eq!(w.allow_at("gap", t).as_deref(), Some(""));
+        assert_eq!(w.allow_at("gap", t + Duration::from_secs(1)), None);
+        assert_eq!(w.allow_at("gap", t + Duration::from_secs(59)), None);
+        assert_eq!(
+            w.allow_at("other", t + Duration::from_secs(2)).as_deref(),
+            Some("")
+        );
+        let again = w.allow_at("gap", t + WARN_EVERY).unwrap();
+        assert!(again.contains("2 more of these"), "{again}");
+        assert_eq!(
+            w.allow_at("gap", t + WARN_EVERY + Duration::from_secs(1)),
+            None
+        );
     }
 
     #[test]

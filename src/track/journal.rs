@@ -70,6 +70,8 @@ pub struct JournalReader {
     skipped: u64,
     child: Option<FollowChild>,
     last_spawn: Option<Instant>,
+    /// journalctl dying at once is retried each second: its warning is said once a minute.
+    warnings: super::follow::WarnLimit,
 }
 
 struct FollowChild {
@@ -103,6 +105,7 @@ impl JournalReader {
             skipped: 0,
             child: None,
             last_spawn: None,
+            warnings: Default::default(),
         }
     }
 
@@ -283,11 +286,16 @@ impl JournalReader {
     fn reap(&mut self) {
         if let Some(mut f) = self.child.take() {
             let _ = f.child.kill();
-            match f.child.wait() {
-                Ok(status) => {
-                    tracing::warn!(status = %status, "journalctl --follow ended; restarting it")
+            let status = f.child.wait();
+            if let Some(left_out) = self.warnings.allow("follow ended") {
+                match status {
+                    Ok(status) => {
+                        tracing::warn!(status = %status, "journalctl --follow ended; restarting it{left_out}")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "journalctl --follow ended; restarting it{left_out}")
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "journalctl --follow ended; restarting it"),
             }
         }
     }

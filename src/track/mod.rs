@@ -95,6 +95,8 @@ struct Read {
 }
 
 /// Where the lines come from.
+// One per tracker, never moved: boxing the follower buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     File(FileFollower),
     Journal(JournalReader),
@@ -163,6 +165,14 @@ impl Source {
                     entry: Some(entry),
                 })
                 .collect()),
+        }
+    }
+
+    /// Whether the last poll left lines to read now (a file read a slice per poll).
+    fn more(&self) -> bool {
+        match self {
+            Source::File(f) => f.more(),
+            Source::Journal(_) => false,
         }
     }
 
@@ -360,7 +370,7 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
                 source,
             })?;
         }
-        let caught_up = read < BATCH;
+        let caught_up = read < BATCH && !source.more();
         if caught_up && (once || Instant::now() >= next_queue_check) {
             tracker.pseudonymiser = pseudonymiser(config);
             tracker.check_queue(once)?;

@@ -1,13 +1,145 @@
 //! `privacy-milter track` on a log file holding Sendmail's lines as rsyslog writes them, for a
 //! ledger filled through the real milter: every program name Sendmail logs under is read, and
-//! a line that reads like an outcome but cannot be read is counted, not dropped.
+//! a line that reads like an outcome but cannot be read is counted, not dropped. And the real
+//! binary given what no MTA writes as its log (a FIFO, a device, a file too big to read at
+//! once): refused or bounded, and SIGTERM stops it promptly.
 use crate::{
-    common::{Mail, Milter},
+    common::{case_config, Mail, Milter},
     e2e,
 };
 use chrono::Local;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+use tempfile::TempDir;
+
+/// The real binary's `track` on the log at `log`, with the ledger of `tests/track/ledger.toml`
+/// in a directory of its own; its log in `track.log`.
+struct Tracker {
+    dir: TempDir,
+    child: Child,
+}
+
+impl Tracker {
+    fn start(log: &Path, args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), log, args)
+    }
+
+    fn start_in(dir: TempDir, log: &Path, args: &[&str]) -> Self {
+        let config = dir.path().join("privacy-milter.toml");
+        std::fs::write(&config, case_config("track/ledger.toml", dir.path())).unwrap();
+        let out = std::fs::File::create(dir.path().join("track.log")).unwrap();
+        let child = e2e::Milter::command()
+            .arg("--config")
+            .arg(&config)
+            .arg("track")
+            .args(args)
+            .env("PRIVACY_MILTER_TRACKING__PATH", log)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self { dir, child }
+    }
+
+    /// The exit status, if it comes within `limit`; else the process is killed and None.
+    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("track.log")).unwrap_or_default()
+    }
+
+    fn terminate(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A FIFO, a link to `/dev/zero`, a character device: `track --once` and `track` refuse each
+/// at once, naming the path, and write a short log (before: `--once` hung on the FIFO, and on
+/// `/dev/zero` spun writing warnings by the million).
+#[test]
+fn a_log_that_is_no_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let zero = dir.path().join("zero.log");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let cases: [(PathBuf, &str); 3] = [
+        (fifo, "a FIFO"),
+        (zero, "a character device"),
+        (PathBuf::from("/dev/null"), "a character device"),
+    ];
+    for (path, kind) in cases {
+        for args in [&["--once"][..], &[]] {
+            let mut tracker = Tracker::start(&path, args);
+            let status = tracker.exit_within(Duration::from_secs(10));
+            let log = tracker.log();
+            assert!(
+                status.is_some_and(|s| s.code() == Some(1)),
+                "track {args:?} on {}: {status:?}\n{log}",
+                path.display()
+            );
+            let want = format!("{} is {kind}, not a regular file", path.display());
+            assert!(log.contains(&want), "{want:?} not in:\n{log}");
+            assert!(log.len() < 4096, "{} bytes of log:\n{log}", log.len());
+        }
+    }
+}
+
+/// A log file far bigger than one poll reads (sparse: zeros, no line in it): SIGTERM during
+/// the read stops `track --once` within a few seconds, and its log stays small.
+#[test]
+fn sigterm_stops_a_long_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::File::create(&log)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let mut tracker = Tracker::start(&log, &["--once"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        tracker.child.try_wait().unwrap().is_none(),
+        "exited before SIGTERM:\n{}",
+        tracker.log()
+    );
+    tracker.terminate();
+    let status = tracker.exit_within(Duration::from_secs(5));
+    let said = tracker.log();
+    assert!(
+        status.is_some(),
+        "did not stop within 5 s of SIGTERM:\n{said}"
+    );
+    assert!(said.contains("SIGTERM: stopping"), "{said}");
+    assert!(said.len() < 8192, "{} bytes of log:\n{said}", said.len());
+}
 
 #[tokio::test]
 async fn sendmail_lines_are_read_or_counted() {
