@@ -14,8 +14,8 @@
 //! - **copytruncate**: the open file became shorter than what was read, or its first bytes
 //!   changed (truncated and refilled before we looked). The unread rest is looked for in the
 //!   rotated copy (a sibling whose first line hashes to ours, at least as long as our offset) and
-//!   read from our offset; then the file is read again from 0. Without such a copy (already
-//!   compressed, say) reading restarts at 0 and a gap is reported. The first bytes are checked
+//!   read from our offset; then the file is read again from 0. Without such a copy reading
+//!   restarts at 0 and a gap is reported. The first bytes are checked
 //!   again after every read, so a truncate-and-refill racing a read never yields a line made of
 //!   the new content at the old offset.
 //!   The copytruncate race: lines written after logrotate's copy and before its truncate are in
@@ -24,9 +24,13 @@
 //! - **restart**: a saved position on the same inode (same head, size >= offset) resumes at its
 //!   offset. Otherwise the saved file is looked for among the rotated siblings (same directory,
 //!   name = base name + a suffix of digits and `.`, `-`, `_`, as in `mail.log.1`,
-//!   `mail.log-20261129`, `maillog.20261129-093000`; compressed ones never match) by inode and
+//!   `mail.log-20261129`, `maillog.20261129-093000`, each maybe with `.gz`) by inode and
 //!   head, then as a copy by head; it is finished from the saved offset and the path read from 0.
 //!   If it is not found, the path is read from 0 and a gap is reported.
+//! - **compressed**: a `.gz` sibling is judged by its decompressed head and read from the
+//!   saved offset of its decompressed stream (positions count decompressed bytes, so a line
+//!   keeps its head and offset, and its key). Plain copies are preferred; one shorter than the
+//!   saved offset does not match; one damaged later ends there, with a gap.
 //! - **two rotations unseen** (the follower stopped for a whole rotation period): only the
 //!   generation holding the saved position and the current file are read; the generation in
 //!   between is not (its order among siblings cannot be known for sure). A non-empty sibling
@@ -235,6 +239,15 @@ impl FileFollower {
             }
             let next = Tracked::open(next, 0, &self.path)?;
             let finished = self.cur.replace(next).expect("checked above");
+            if let Some(why) = &finished.damaged {
+                self.gap(
+                    "damaged compressed copy",
+                    format!(
+                        "{} could not be read to its end ({why})",
+                        finished.name.display()
+                    ),
+                );
+            }
             self.report_unseen_generations(&finished, &meta);
         }
         Ok(())
@@ -394,15 +407,24 @@ impl FileFollower {
     }
 
     /// A rotated sibling holding `saved`: by inode (`by_inode`) or else as a copy with the same
-    /// head, at least `saved.offset` long. Opened at `saved.offset`.
+    /// head, at least `saved.offset` long. Opened at `saved.offset`. A compressed sibling
+    /// (`.gz`) is judged and read by its decompressed bytes; a plain copy is preferred.
     fn find_rotated(&self, saved: &Position, by_inode: bool) -> io::Result<Option<Tracked>> {
         let Some(head) = &saved.head else {
             return Ok(None);
         };
         let mut best: Option<(u64, PathBuf)> = None;
+        let mut compressed = Vec::new();
         for (name, meta) in rotated_siblings(&self.path) {
             let same_inode = (meta.dev(), meta.ino()) == (saved.dev, saved.ino);
-            if meta.len() < saved.offset || (!by_inode && same_inode) {
+            if !by_inode && same_inode {
+                continue;
+            }
+            if is_gzip(&name) {
+                compressed.push((name, same_inode));
+                continue;
+            }
+            if meta.len() < saved.offset {
                 continue;
             }
             let Ok(f) = open_log(&name) else { continue };
@@ -421,14 +443,27 @@ impl FileFollower {
                 best = Some((meta.len(), name));
             }
         }
-        match best {
-            Some((_, name)) => {
-                let f = open_log(&name)?;
-                tracing::info!(copy = %name.display(), offset = saved.offset, "finishing rotated copy of the log");
-                Ok(Some(Tracked::open(f, saved.offset, &name)?))
-            }
-            None => Ok(None),
+        if let Some((_, name)) = best {
+            let f = open_log(&name)?;
+            tracing::info!(copy = %name.display(), offset = saved.offset, "finishing rotated copy of the log");
+            return Ok(Some(Tracked::open(f, saved.offset, &name)?));
         }
+        // The one we were reading first (a restart in the middle of it), then the others.
+        compressed.sort_by_key(|(_, same_inode)| !same_inode);
+        for (name, _) in compressed {
+            let Ok(f) = open_log(&name) else { continue };
+            let prefix = match gzip_prefix(&f) {
+                Ok(prefix) if head_of(&prefix).as_deref() == Some(head.as_str()) => prefix,
+                _ => continue,
+            };
+            // Shorter than the saved place, or damaged before it: not the file we read.
+            let Ok(t) = Tracked::open_gzip(f, prefix, saved.offset, &name) else {
+                continue;
+            };
+            tracing::info!(copy = %name.display(), offset = saved.offset, "finishing compressed rotated copy of the log");
+            return Ok(Some(t));
+        }
+        Ok(None)
     }
 
     /// After reading `cur` to its end: the path's file if it is another, non-empty one (the
@@ -530,6 +565,10 @@ struct Tracked {
     line: Vec<u8>,
     line_len: u64,
     warnings: WarnLimit,
+    /// A compressed rotated copy: read through this, never written to again.
+    gzip: Option<flate2::read::MultiGzDecoder<ReadAt>>,
+    /// Why a compressed copy could not be read to its end.
+    damaged: Option<String>,
 }
 
 impl Tracked {
@@ -553,6 +592,44 @@ impl Tracked {
             line: Vec::new(),
             line_len: 0,
             warnings: WarnLimit::default(),
+            gzip: None,
+            damaged: None,
+        })
+    }
+
+    /// A gzip-compressed rotated copy whose decompressed first bytes are `prefix`, positioned
+    /// at `offset` of its decompressed stream; an error if the stream is shorter than that.
+    fn open_gzip(file: File, prefix: Vec<u8>, offset: u64, name: &Path) -> io::Result<Tracked> {
+        let meta = file.metadata()?;
+        let mut gzip = flate2::read::MultiGzDecoder::new(ReadAt {
+            file: file.try_clone()?,
+            at: 0,
+        });
+        let skipped = io::copy(&mut (&mut gzip).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} is shorter than the saved place", name.display()),
+            ));
+        }
+        let head = head_of(&prefix);
+        Ok(Tracked {
+            file,
+            name: name.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            read_pos: offset,
+            size_seen: offset,
+            prefix,
+            head,
+            buf: Vec::new(),
+            start: 0,
+            line: Vec::new(),
+            line_len: 0,
+            warnings: WarnLimit::default(),
+            gzip: Some(gzip),
+            damaged: None,
         })
     }
 
@@ -578,6 +655,10 @@ impl Tracked {
 
     /// Truncated below what we read, or its first bytes are no longer what they were.
     fn content_replaced(&mut self) -> io::Result<bool> {
+        if self.gzip.is_some() {
+            // A compressed copy is rotated: nobody writes to it, and its size is not ours.
+            return Ok(false);
+        }
         let size = self.size()?;
         if size < self.read_pos {
             return Ok(true);
@@ -636,9 +717,19 @@ impl Tracked {
             }
             self.buf.resize(CHUNK, 0);
             let n = loop {
-                match self.file.read(&mut self.buf) {
+                let read = match &mut self.gzip {
+                    Some(gzip) => gzip.read(&mut self.buf),
+                    None => self.file.read(&mut self.buf),
+                };
+                match read {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if self.gzip.is_some() => {
+                        // A damaged copy ends here; the follower moves on and says so.
+                        self.damaged = Some(e.to_string());
+                        self.buf.clear();
+                        return Ok(Next::End);
+                    }
                     Err(e) => {
                         self.buf.clear();
                         return Err(e);
@@ -700,7 +791,7 @@ impl Tracked {
         self.line.clear();
         self.line_len = 0;
         self.offset += consumed;
-        if self.head.is_none() {
+        if self.head.is_none() && self.gzip.is_none() {
             // The first line is complete now, so the prefix can give the head.
             if let Ok(p) = read_prefix(&self.file) {
                 if p.starts_with(&self.prefix) {
@@ -824,6 +915,37 @@ fn read_prefix(f: &File) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The first HEAD_MAX decompressed bytes of a gzip file (fewer if it is shorter).
+fn gzip_prefix(f: &File) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(HEAD_MAX);
+    flate2::read::MultiGzDecoder::new(ReadAt {
+        file: f.try_clone()?,
+        at: 0,
+    })
+    .take(HEAD_MAX as u64)
+    .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Reads a file by absolute offsets, leaving the descriptor's own offset alone.
+struct ReadAt {
+    file: File,
+    at: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// A compressed rotated copy (`mail.log.1.gz`, `maillog.20261208-013500.gz`).
+fn is_gzip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
 /// SHA-256 of the first line with its newline, or of HEAD_MAX bytes when the first line is
 /// longer; None while neither is there yet.
 fn head_of(prefix: &[u8]) -> Option<String> {
@@ -852,7 +974,7 @@ fn last_line_end(f: &File) -> io::Result<u64> {
 }
 
 /// Regular files next to `path` named base + a rotation suffix: `.1`, `-20261129`,
-/// `.20261129-093000`. Compressed ones (`.2.gz`) never match: they cannot be read as text.
+/// `.20261129-093000`, each also compressed (`.2.gz`, see [`is_gzip`]).
 fn rotated_siblings(path: &Path) -> Vec<(PathBuf, Metadata)> {
     let Some(base) = path.file_name() else {
         return Vec::new();
@@ -872,6 +994,8 @@ fn rotated_siblings(path: &Path) -> Vec<(PathBuf, Metadata)> {
         let Some(rest) = name.strip_prefix(base) else {
             continue;
         };
+        // A copy compressed by logrotate or `postfix logrotate` keeps the suffix before `.gz`.
+        let rest = rest.strip_suffix(b".gz").unwrap_or(rest);
         let suffix_ok = matches!(rest.first(), Some(b'.' | b'-' | b'_'))
             && rest.iter().any(u8::is_ascii_digit)
             && rest
@@ -1306,6 +1430,88 @@ mod tests {
         let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
         assert_eq!(read(&mut f), ["n1"]);
         assert_eq!(f.gaps(), 1);
+    }
+
+    /// Compresses `from` into `to` (gzip) and removes it, as logrotate's `compress` does.
+    fn gzip(from: &Path, to: &Path) {
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(to).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(&fs::read(from).unwrap()).unwrap();
+        enc.finish().unwrap();
+        fs::remove_file(from).unwrap();
+    }
+
+    /// Rotated and compressed at once while the follower was down (`postfix logrotate`,
+    /// logrotate without `delaycompress`): the compressed copy is found by its head and
+    /// finished from the saved offset, also after a restart in the middle of it.
+    #[test]
+    fn restart_finishes_a_copy_compressed_at_once() {
+        for suffix in [".1.gz", ".20261208-013500.gz"] {
+            let (_dir, path) = mail_log();
+            append(&path, &numbered(0, 6));
+            let mut f = follow(&path);
+            let saved = f.poll(2).unwrap()[1].after.clone();
+            drop(f);
+            fs::rename(&path, sibling(&path, ".1")).unwrap();
+            gzip(&sibling(&path, ".1"), &sibling(&path, suffix));
+            append(&path, "n1\nn2\n");
+            let mut f = FileFollower::new(path.clone(), Some(saved.clone()), Start::End);
+            let first = f.poll(1).unwrap();
+            assert_eq!(texts(&first), ["line 2"], "{suffix}");
+            // The same key as from the file before it was compressed: its head and offset.
+            assert_eq!(first[0].after.head, saved.head);
+            assert_eq!(
+                first[0].after.offset,
+                saved.offset + "line 2\n".len() as u64
+            );
+            // Stopped in the middle of the compressed copy, and started again.
+            let mut f = FileFollower::new(path.clone(), Some(first[0].after.clone()), Start::End);
+            let mut want = names(3, 6);
+            want.extend(["n1".to_string(), "n2".to_string()]);
+            assert_eq!(read(&mut f), want, "{suffix}");
+            assert_eq!(f.gaps(), 0, "{suffix}");
+            append(&path, "n3\n");
+            assert_eq!(read(&mut f), ["n3"]);
+        }
+    }
+
+    /// A compressed sibling that is not gzip, damaged, or shorter than the saved place is not
+    /// the saved file: a gap, never an error.
+    #[test]
+    fn a_damaged_compressed_copy_is_a_gap() {
+        let (_dir, path) = mail_log();
+        append(&path, &numbered(0, 6));
+        let mut f = follow(&path);
+        let saved = f.poll(2).unwrap()[1].after.clone();
+        drop(f);
+        fs::rename(&path, sibling(&path, ".1")).unwrap();
+        gzip(&sibling(&path, ".1"), &sibling(&path, ".1.gz"));
+        let mut bytes = fs::read(sibling(&path, ".1.gz")).unwrap();
+        let keep = bytes.len() - 12;
+        bytes.truncate(keep);
+        fs::write(sibling(&path, ".1.gz"), bytes).unwrap();
+        append(&path, "n1\n");
+        let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
+        let got = read(&mut f);
+        assert_eq!(got.last().map(String::as_str), Some("n1"), "{got:?}");
+        assert!(f.gaps() >= 1);
+    }
+
+    /// copytruncate with the copy compressed before the follower looked: the unread rest is
+    /// read from the compressed copy.
+    #[test]
+    fn copytruncate_with_the_copy_compressed_reads_the_rest_from_it() {
+        let (_dir, path) = mail_log();
+        append(&path, &numbered(0, 5));
+        let mut f = follow(&path);
+        assert_eq!(texts(&f.poll(3).unwrap()), names(0, 3));
+        copytruncate(&path);
+        gzip(&sibling(&path, ".1"), &sibling(&path, ".1.gz"));
+        append(&path, "new 0\n");
+        assert_eq!(read(&mut f), ["line 3", "line 4", "new 0"]);
+        assert_eq!(f.gaps(), 0);
     }
 
     #[test]

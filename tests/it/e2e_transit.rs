@@ -378,6 +378,47 @@ fn rotation_and_restarts_lose_and_double_nothing() {
     assert_eq!(done.len(), sent.len(), "{done:#?}");
 }
 
+/// `postfix logrotate` while the tracker is down: the old maillog is renamed and compressed
+/// at once (`maillog_file_compressor = gzip`, the default). The lines written before it were
+/// only in the compressed file: they are read from it (found by its head, from the saved
+/// place), then the new maillog; every delivery is recorded, none twice.
+#[test]
+fn a_log_compressed_at_rotation_is_finished() {
+    let Some(lab) = Lab::start("e2e_transit::compressed", FULL, &["ledger"]) else {
+        return;
+    };
+    let mut sent: Vec<String> = (0..2)
+        .map(|_| lab.send(&["carol@remote.example"], ": removed"))
+        .collect();
+    lab.track_once();
+    // The tracker is down: more mail, then the rotation, then more mail.
+    for _ in 0..3 {
+        sent.push(lab.send(&["carol@remote.example"], ": removed"));
+    }
+    let compressed = lab.postfix.logrotate();
+    for _ in 0..2 {
+        sent.push(lab.send(&["carol@remote.example"], ": removed"));
+    }
+    let log = lab.track_once();
+    assert!(
+        !log.contains("may have been missed"),
+        "{log}\n{}",
+        compressed.display()
+    );
+    let list = lab.transit(&[]);
+    for qid in &sent {
+        assert_eq!(state_of(&list, qid), "removed", "{qid}: {list:#?}\n{log}");
+        let deliveries = list[qid]["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{qid}: {deliveries:#?}");
+    }
+    // Started again, it reads nothing twice.
+    lab.track_once();
+    let again = lab.transit(&[]);
+    for qid in &sent {
+        assert_eq!(again[qid]["deliveries"].as_array().unwrap().len(), 1);
+    }
+}
+
 /// Sendmail's delivery lines (through a syslog socket of the test's own, written as rsyslog
 /// writes mail.log): a message whose every remote recipient was sent counts as removed, as
 /// Sendmail logs no removal at its default log level; local mail is not tracked.
