@@ -569,6 +569,8 @@ struct Tracked {
     gzip: Option<flate2::read::MultiGzDecoder<ReadAt>>,
     /// Why a compressed copy could not be read to its end.
     damaged: Option<String>,
+    /// Opened in the middle of a line: the rest of it is skipped, not handed out.
+    mid_line: bool,
 }
 
 impl Tracked {
@@ -594,7 +596,9 @@ impl Tracked {
             warnings: WarnLimit::default(),
             gzip: None,
             damaged: None,
+            mid_line: false,
         })
+        .and_then(Tracked::check_line_start)
     }
 
     /// A gzip-compressed rotated copy whose decompressed first bytes are `prefix`, positioned
@@ -605,15 +609,17 @@ impl Tracked {
             file: file.try_clone()?,
             at: 0,
         });
-        let skipped = io::copy(&mut (&mut gzip).take(offset), &mut io::sink())?;
-        if skipped < offset {
+        let before = offset.saturating_sub(1);
+        let skipped = io::copy(&mut (&mut gzip).take(before), &mut io::sink())?;
+        let mut last = [b'\n'];
+        if skipped < before || (offset > 0 && gzip.read(&mut last)? == 0) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("{} is shorter than the saved place", name.display()),
             ));
         }
         let head = head_of(&prefix);
-        Ok(Tracked {
+        let t = Tracked {
             file,
             name: name.to_path_buf(),
             dev: meta.dev(),
@@ -630,14 +636,33 @@ impl Tracked {
             warnings: WarnLimit::default(),
             gzip: Some(gzip),
             damaged: None,
-        })
+            mid_line: last[0] != b'\n',
+        };
+        Ok(t.said_mid_line())
+    }
+
+    /// Notes whether the offset is not at a line's start (the byte before it no newline).
+    fn check_line_start(mut self) -> io::Result<Tracked> {
+        let mut before = [b'\n'];
+        if self.offset > 0 {
+            self.file.read_exact_at(&mut before, self.offset - 1)?;
+        }
+        self.mid_line = before[0] != b'\n';
+        Ok(self.said_mid_line())
+    }
+
+    fn said_mid_line(self) -> Tracked {
+        if self.mid_line {
+            tracing::warn!(file = %self.name.display(), offset = self.offset, "the saved place is not at the start of a line: resuming at the next whole line");
+        }
+        self
     }
 
     fn reopen_at(mut t: Tracked, offset: u64) -> io::Result<Tracked> {
         t.file.seek(SeekFrom::Start(offset))?;
         t.offset = offset;
         t.read_pos = offset;
-        Ok(t)
+        t.check_line_start()
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -706,6 +731,13 @@ impl Tracked {
                 self.line_len += i as u64;
                 self.start += i + 1;
                 let consumed = self.line_len + 1;
+                if std::mem::take(&mut self.mid_line) {
+                    // The end of a line whose start was before the saved place.
+                    self.line.clear();
+                    self.line_len = 0;
+                    self.offset += consumed;
+                    continue;
+                }
                 return Ok(Next::Line(self.emit(consumed)));
             }
             append_capped(&mut self.line, rest);
@@ -766,7 +798,7 @@ impl Tracked {
 
     /// The unterminated last line of a finished file, if any.
     fn take_partial(&mut self) -> Option<Line> {
-        if self.line_len == 0 {
+        if self.line_len == 0 || self.mid_line {
             return None;
         }
         let consumed = self.line_len;
@@ -1348,6 +1380,33 @@ mod tests {
         let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
         assert_eq!(read(&mut f), names(2, 5));
         assert_eq!(f.gaps(), 0);
+    }
+
+    /// A saved place in the middle of a line (a state file edited, or a file rewritten with
+    /// the same first line) resumes at the next whole line, never with half a line.
+    #[test]
+    fn a_saved_place_in_the_middle_of_a_line_resumes_at_the_next_line() {
+        let (_dir, path) = mail_log();
+        append(&path, &numbered(0, 5));
+        let mut f = follow(&path);
+        let mut saved = f.poll(2).unwrap()[1].after.clone();
+        drop(f);
+        saved.offset += 3;
+        let mut f = FileFollower::new(path.clone(), Some(saved.clone()), Start::End);
+        let got = f.poll(100).unwrap();
+        assert_eq!(texts(&got), names(3, 5));
+        assert_eq!(
+            got[0].after.offset,
+            "line 0\nline 1\nline 2\nline 3\n".len() as u64
+        );
+        // The same from a rotated copy, plain or compressed.
+        fs::rename(&path, sibling(&path, ".1")).unwrap();
+        append(&path, "n1\n");
+        let mut f = FileFollower::new(path.clone(), Some(saved.clone()), Start::End);
+        assert_eq!(read(&mut f), ["line 3", "line 4", "n1"]);
+        gzip(&sibling(&path, ".1"), &sibling(&path, ".1.gz"));
+        let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
+        assert_eq!(read(&mut f), ["line 3", "line 4", "n1"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Exactly once: a batch of lines is recorded (deliveries by a key of their line, so a line
 //! read twice is stored once) before its place is saved.
 
+mod bounds;
 pub mod follow;
 pub mod journal;
 pub mod parse;
@@ -245,6 +246,8 @@ struct Tracker<'a> {
     local_agents: Vec<String>,
     /// The state of each record this batch looked up, as it was, for the metrics.
     before: HashMap<transit::StoreKey, transit::State>,
+    /// Causes of refused lines already warned about (once per run each).
+    refused: HashSet<bounds::Implausible>,
 }
 
 /// Runs `record` until the sink (named `sink`) takes it, pausing longer after each failure,
@@ -338,6 +341,7 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
         missing: HashSet::new(),
         local_agents: config.domains.local_mailers.clone(),
         before: HashMap::new(),
+        refused: HashSet::new(),
     };
     info!(
         target: TARGET,
@@ -473,9 +477,13 @@ impl Tracker<'_> {
                     continue;
                 }
             };
+            if let Err(why) = bounds::line(&records, time, now.with_timezone(&Utc)) {
+                self.refused(ident, why);
+                continue;
+            }
             for (n, record) in records.into_iter().enumerate() {
                 let key = format!("{}{n}", line.key);
-                if let Some(d) = self.step(&mut changed, record, time, &key)? {
+                if let Some(d) = self.step(&mut changed, record, time, ident, &key)? {
                     deliveries.push(d);
                 }
             }
@@ -523,12 +531,25 @@ impl Tracker<'_> {
         }
     }
 
+    /// Counts a line refused as implausible (see [`bounds`]) as not understood; the first of
+    /// each cause is a warning, naming the program and the cause, nothing of the line.
+    fn refused(&mut self, ident: &str, why: bounds::Implausible) {
+        self.counts.not_understood += 1;
+        TRACKER.log_lines_not_understood.inc();
+        if self.refused.insert(why) {
+            warn!(target: TARGET, "a line of {ident} refused: {}; counted as not understood, changing nothing", why.as_str());
+        } else {
+            debug!(target: TARGET, "a line of {ident} refused: {}", why.as_str());
+        }
+    }
+
     /// Applies one record; returns the delivery to record, if it is one of a transit message.
     fn step(
         &mut self,
         changed: &mut HashMap<String, Transit>,
         record: Record,
         at: DateTime<Utc>,
+        ident: &str,
         key: &str,
     ) -> Result<Option<Delivery>, StoreError> {
         let removal_logged = self.mta == parse::Mta::Postfix;
@@ -549,6 +570,10 @@ impl Tracker<'_> {
                     self.counts.unmatched += 1;
                     return Ok(None);
                 };
+                if let Err(why) = bounds::on_message(t, at, true) {
+                    self.refused(ident, why);
+                    return Ok(None);
+                }
                 let status = match d.status {
                     parse::Status::Sent => transit::Status::Sent,
                     parse::Status::Deferred => transit::Status::Deferred,
@@ -572,13 +597,19 @@ impl Tracker<'_> {
             }
             Record::Removed { queue_id } => {
                 if let Some(t) = self.transit(changed, &queue_id)? {
-                    t.apply(Step::Removed { at }, removal_logged);
+                    match bounds::on_message(t, at, false) {
+                        Ok(()) => t.apply(Step::Removed { at }, removal_logged),
+                        Err(why) => self.refused(ident, why),
+                    }
                 }
                 Ok(None)
             }
             Record::Expired { queue_id } => {
                 if let Some(t) = self.transit(changed, &queue_id)? {
-                    t.apply(Step::Expired { at }, removal_logged);
+                    match bounds::on_message(t, at, false) {
+                        Ok(()) => t.apply(Step::Expired { at }, removal_logged),
+                        Err(why) => self.refused(ident, why),
+                    }
                 }
                 Ok(None)
             }

@@ -218,3 +218,98 @@ async fn sendmail_lines_are_read_or_counted() {
     assert_eq!(state["x9EL4XLo001111"], "removed", "{list:#?}");
     assert_eq!(state["x9EL4XLo002222"], "deferred", "{list:#?}");
 }
+
+/// Values no real MTA writes change no record (Sendmail would count each message `removed`):
+/// a line far in the future, absurd delays, a DSN of another shape, a recipient longer than
+/// any address, a thousand recipients on one line for a message with one, a line dated before
+/// the message was accepted. Each is counted as not understood, and said once per cause.
+#[tokio::test]
+async fn implausible_lines_change_no_record() {
+    let mut milter = Milter::start("track/ledger.toml").await;
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let cases = ["future", "delay", "dsn", "long", "many", "before", "fine"];
+    let qid = |n: usize| format!("x9EL4XLo00{n:04}");
+    for n in 0..cases.len() {
+        let mut mail = Mail::from_ip("203.0.113.7")
+            .auth("alice")
+            .rcpt("carol@transit.example")
+            .queue_id(&qid(n));
+        mail.connect_macros = vec![("j".into(), host.clone())];
+        mail.send(&milter).await;
+    }
+    milter.stop().await.unwrap();
+
+    let now = Local::now();
+    let classic = |t: chrono::DateTime<Local>| t.format("%b %e %H:%M:%S").to_string();
+    let fields = |delay: &str, dsn: &str| {
+        format!("delay={delay}, xdelay=00:00:01, mailer=esmtp, pri=120, relay=mx.transit.example. [192.0.2.25], dsn={dsn}, stat=Sent (ok)")
+    };
+    let ok = fields("00:00:01", "2.0.0");
+    let many: Vec<String> = (0..1001)
+        .map(|i| format!("<c{i}@transit.example>"))
+        .collect();
+    let line = |n: usize, stamp: String, to: &str, rest: &str| {
+        format!("{stamp} {host} sm-mta[7]: {}: to={to}, {rest}", qid(n))
+    };
+    let carol = "<carol@transit.example>";
+    let log = [
+        line(
+            0,
+            (now + chrono::Duration::days(3)).to_rfc3339(),
+            carol,
+            &ok,
+        ),
+        line(1, classic(now), carol, &fields("99+00:00:00", "2.0.0")),
+        line(2, classic(now), carol, &fields("00:00:01", "9.9.9")),
+        line(
+            3,
+            classic(now),
+            &format!("<{}@transit.example>", "c".repeat(600)),
+            &ok,
+        ),
+        line(4, classic(now), &many.join(","), &ok),
+        line(5, classic(now - chrono::Duration::hours(3)), carol, &ok),
+        line(6, classic(now), carol, &ok),
+    ]
+    .join("\n")
+        + "\n";
+    let dir = milter.dir.path();
+    std::fs::write(dir.join("mail.log"), log).unwrap();
+    let run = |args: &[&str]| {
+        e2e::Milter::command()
+            .arg("--config")
+            .arg(&milter.config_path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["track", "--once"]);
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("7 log lines read, 1 deliveries recorded, 0 lines about messages without a transit record, 6 lines not understood"),
+        "{said}"
+    );
+    let warned = said.lines().filter(|l| l.contains("refused")).count();
+    assert_eq!(warned, 6, "{said}");
+    let out = run(&["transit", "--format", "json"]);
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let state: HashMap<&str, &str> = list
+        .iter()
+        .map(|t| {
+            (
+                t["queue_id"].as_str().unwrap(),
+                t["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for (n, case) in cases.iter().enumerate() {
+        let want = if *case == "fine" {
+            "removed"
+        } else {
+            "pending"
+        };
+        assert_eq!(state[qid(n).as_str()], want, "{case}: {list:#?}");
+    }
+}
