@@ -984,6 +984,31 @@ impl Postfix {
         assert!(out.status.success(), "postfix reload: {}", self.context());
     }
 
+    /// Adds a master.cf entry (a service line, its `-o` options included) and reloads, so
+    /// that master starts it.
+    pub fn add_service(&self, entry: &str) {
+        let master = self.etc.join("master.cf");
+        let mut text = read_lossy(&master);
+        text.push_str(entry.trim_end());
+        text.push('\n');
+        fs::write(&master, text).unwrap();
+        self.reload();
+    }
+
+    /// Runs `postsuper -c ETC ARGS` (as root: it needs the queue), failing the test if it fails.
+    pub fn postsuper(&self, args: &[&str]) {
+        let out = run(Command::new(sbin("postsuper"))
+            .arg("-c")
+            .arg(&self.etc)
+            .args(args));
+        assert!(
+            out.status.success(),
+            "postsuper {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.context()
+        );
+    }
+
     /// `postfix logrotate`: postlogd's `maillog_file` renamed with the date as its suffix, a
     /// new one opened, the old one compressed at once (`maillog_file_compressor`, gzip);
     /// returns the compressed file once it is there.
