@@ -460,6 +460,62 @@ fn a_content_filter_is_not_the_next_server() {
     );
 }
 
+/// A forged `postfix/pickup` line (as `logger -t postfix/pickup` by any local user writes it)
+/// moves no record; the real `postsuper -r` still does (its `requeued` line, then pickup's).
+#[test]
+fn a_forged_requeue_line_moves_nothing() {
+    let Some(lab) = Lab::start("e2e_transit::forged_requeue", FULL, &["ledger"]) else {
+        return;
+    };
+    let held = lab.send(&["dave@defer.example"], "status=deferred");
+    lab.track_once();
+    let uid = nix::unistd::User::from_name("postfix")
+        .unwrap()
+        .map(|u| u.uid.as_raw())
+        .unwrap_or(0);
+    let now = chrono::Local::now().format("%b %e %H:%M:%S");
+    let forged = [
+        // logger writes no PID unless asked.
+        format!("{now} mx.test.example postfix/pickup: 4T02Hr4S5hz9vf01: uid=0 from=<x@example.org> orig_id={held}"),
+        // A PID, but root's uid.
+        format!("{now} mx.test.example postfix/pickup[4242]: 4T02Hr4S5hz9vf02: uid=0 from=<x@example.org> orig_id={held}"),
+        // The right uid, but no postsuper line before it.
+        format!("{now} mx.test.example postfix/pickup[4242]: 4T02Hr4S5hz9vf03: uid={uid} from=<x@example.org> orig_id={held}"),
+    ];
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lab.postfix.maillog)
+        .unwrap();
+    std::io::Write::write_all(&mut log, (forged.join("\n") + "\n").as_bytes()).unwrap();
+    let said = lab.track_once();
+    let list = lab.transit(&[]);
+    assert_eq!(state_of(&list, &held), "deferred", "{list:#?}\n{said}");
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert!(said.contains("not believed"), "{said}");
+
+    // The administrator requeues it for real.
+    lab.postfix.postsuper(&["-r", &held]);
+    let requeued = wait_for(
+        "pickup to log the requeued message",
+        || {
+            lab.postfix.maillog().lines().find_map(|l| {
+                let (head, _) = l.split_once(&format!(" orig_id={held}"))?;
+                (l.contains("postfix/pickup[") && !forged.iter().any(|f| f == l))
+                    .then(|| head.split(": ").nth(1).map(str::to_string))?
+            })
+        },
+        || lab.context(),
+    );
+    let said = lab.track_once();
+    let list = lab.transit(&[]);
+    assert!(!list.contains_key(&held), "{list:#?}\n{said}");
+    assert!(
+        list.contains_key(&requeued),
+        "{requeued}: {list:#?}\n{said}\n{}",
+        lab.context()
+    );
+}
+
 /// `postfix logrotate` while the tracker is down: the old maillog is renamed and compressed
 /// at once (`maillog_file_compressor = gzip`, the default). The lines written before it were
 /// only in the compressed file: they are read from it (found by its head, from the saved

@@ -995,7 +995,9 @@ impl Postfix {
         self.reload();
     }
 
-    /// Runs `postsuper -c ETC ARGS` (as root: it needs the queue), failing the test if it fails.
+    /// Runs `postsuper -c ETC ARGS` (as root: it needs the queue), failing the test if it
+    /// fails; then wakes pickup (`postkick`), which would otherwise look at the maildrop, where
+    /// `postsuper -r` puts a message, only once a minute.
     pub fn postsuper(&self, args: &[&str]) {
         let out = run(Command::new(sbin("postsuper"))
             .arg("-c")
@@ -1007,6 +1009,10 @@ impl Postfix {
             String::from_utf8_lossy(&out.stderr),
             self.context()
         );
+        run(Command::new(sbin("postkick"))
+            .arg("-c")
+            .arg(&self.etc)
+            .args(["public", "pickup", "W"]));
     }
 
     /// `postfix logrotate`: postlogd's `maillog_file` renamed with the date as its suffix, a
