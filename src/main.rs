@@ -123,6 +123,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Logged(format!("cannot start the runtime: {e}")))
 }
 
+/// How long the tracker may take to stop after SIGTERM or SIGINT before it exits regardless.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs `track` until SIGTERM or SIGINT (or, with `--once`, until the log is read).
 fn track(config: Config, once: bool) -> Result<(), Failure> {
     use std::sync::{
@@ -152,6 +155,14 @@ fn track(config: Config, once: bool) -> Result<(), Failure> {
                 }
                 flag.store(true, Ordering::Relaxed);
                 notify(&[NotifyState::Stopping]);
+                // The tracker stops between two reads of the log or two tries of a store; a
+                // read or a store that hangs (a dead NFS mount, a locked ledger) must not keep
+                // it running. What was recorded stays: the place is saved after each batch.
+                tokio::spawn(async {
+                    tokio::time::sleep(STOP_GRACE).await;
+                    error!("still running {}s after the signal to stop: exiting", STOP_GRACE.as_secs());
+                    std::process::exit(1);
+                });
             }
         });
         let endpoint = privacy_milter::track_metrics(&config)

@@ -14,8 +14,8 @@
 //! - **copytruncate**: the open file became shorter than what was read, or its first bytes
 //!   changed (truncated and refilled before we looked). The unread rest is looked for in the
 //!   rotated copy (a sibling whose first line hashes to ours, at least as long as our offset) and
-//!   read from our offset; then the file is read again from 0. Without such a copy (already
-//!   compressed, say) reading restarts at 0 and a gap is reported. The first bytes are checked
+//!   read from our offset; then the file is read again from 0. Without such a copy reading
+//!   restarts at 0 and a gap is reported. The first bytes are checked
 //!   again after every read, so a truncate-and-refill racing a read never yields a line made of
 //!   the new content at the old offset.
 //!   The copytruncate race: lines written after logrotate's copy and before its truncate are in
@@ -24,9 +24,13 @@
 //! - **restart**: a saved position on the same inode (same head, size >= offset) resumes at its
 //!   offset. Otherwise the saved file is looked for among the rotated siblings (same directory,
 //!   name = base name + a suffix of digits and `.`, `-`, `_`, as in `mail.log.1`,
-//!   `mail.log-20261129`, `maillog.20261129-093000`; compressed ones never match) by inode and
+//!   `mail.log-20261129`, `maillog.20261129-093000`, each maybe with `.gz`) by inode and
 //!   head, then as a copy by head; it is finished from the saved offset and the path read from 0.
 //!   If it is not found, the path is read from 0 and a gap is reported.
+//! - **compressed**: a `.gz` sibling is judged by its decompressed head and read from the
+//!   saved offset of its decompressed stream (positions count decompressed bytes, so a line
+//!   keeps its head and offset, and its key). Plain copies are preferred; one shorter than the
+//!   saved offset does not match; one damaged later ends there, with a gap.
 //! - **two rotations unseen** (the follower stopped for a whole rotation period): only the
 //!   generation holding the saved position and the current file are read; the generation in
 //!   between is not (its order among siblings cannot be known for sure). A non-empty sibling
@@ -36,7 +40,12 @@
 //!   that are not UTF-8 are replaced (lossy). Lines longer than [`MAX_LINE`] bytes are cut to
 //!   that length (the rest is skipped, the position still lands after the whole line).
 //!
-//! A "gap" is logged with `tracing::warn!` and counted in [`FileFollower::gaps`]. Not detected:
+//! - Only regular files are read, judged on the opened descriptor ([`NotRegular`] otherwise):
+//!   a FIFO would block, a device never ends. A poll reads at most [`POLL_BUDGET`] bytes
+//!   ([`FileFollower::more`] then says more is there).
+//!
+//! A "gap" is logged with `tracing::warn!` (at most once a minute per cause) and counted in
+//! [`FileFollower::gaps`]. Not detected:
 //! a file truncated and refilled past our offset with the same first [`HEAD_MAX`] bytes (log
 //! lines start with a timestamp, so in practice it does not happen).
 //!
@@ -58,6 +67,11 @@ pub const HEAD_MAX: usize = 4096;
 /// Longer lines are cut to this many bytes (Postfix cuts its own at about 2000).
 pub const MAX_LINE: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
+/// Most bytes one `poll` reads: a huge file (or one line without end) is read a slice per
+/// poll, so that the caller can stop between them.
+pub const POLL_BUDGET: u64 = 64 << 20;
+/// A warning of one cause is logged at most this often; the ones left out are counted.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Where the follower is: enough to resume exactly after a restart and to notice a replaced file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,6 +120,11 @@ pub struct FileFollower {
     last: Option<Position>,
     gaps: u64,
     watch: Option<Watch>,
+    /// Bytes the current poll may still read.
+    budget: u64,
+    /// The last poll stopped at its budget: more is there to read now.
+    more: bool,
+    warnings: WarnLimit,
 }
 
 impl FileFollower {
@@ -119,6 +138,9 @@ impl FileFollower {
             last: saved.clone(),
             gaps: 0,
             watch: None,
+            budget: POLL_BUDGET,
+            more: false,
+            warnings: WarnLimit::default(),
         };
         let init = match saved {
             Some(p) => Init::Saved(p),
@@ -126,7 +148,9 @@ impl FileFollower {
         };
         if let Err(e) = follower.resolve(&init) {
             // Not fatal here (new cannot fail); poll retries and returns the error.
-            tracing::warn!(path = %follower.path.display(), error = %e, "cannot open log yet");
+            if let Some(left_out) = follower.warnings.allow("open") {
+                tracing::warn!(path = %follower.path.display(), error = %e, "cannot open log yet{}", left_out);
+            }
             follower.pending = Some(init);
         }
         follower.watch = Watch::new(&follower.path);
@@ -139,6 +163,8 @@ impl FileFollower {
     /// line.
     pub fn poll(&mut self, max: usize) -> io::Result<Vec<Line>> {
         let mut out = Vec::new();
+        self.budget = POLL_BUDGET;
+        self.more = false;
         let result = self.poll_into(&mut out, max);
         if let Some(cur) = &self.cur {
             self.last = Some(cur.position());
@@ -148,7 +174,9 @@ impl FileFollower {
             Err(e) if out.is_empty() => Err(e),
             Err(e) => {
                 // These lines are consumed: hand them out; the error comes back next time.
-                tracing::warn!(path = %self.path.display(), error = %e, "reading the log");
+                if let Some(left_out) = self.warnings.allow("read") {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not read the log{left_out}");
+                }
                 Ok(out)
             }
         }
@@ -163,7 +191,7 @@ impl FileFollower {
         }
         while out.len() < max {
             let Some(cur) = self.cur.as_mut() else {
-                match File::open(&self.path) {
+                match open_log(&self.path) {
                     Ok(f) => {
                         self.cur = Some(Tracked::open(f, 0, &self.path)?);
                         continue;
@@ -176,12 +204,17 @@ impl FileFollower {
                 self.on_replaced()?;
                 continue;
             }
-            if cur.read_lines(out, max)? {
-                self.on_replaced()?;
-                continue;
-            }
-            if out.len() >= max {
-                break;
+            match cur.read_lines(out, max, &mut self.budget)? {
+                Stop::Replaced => {
+                    self.on_replaced()?;
+                    continue;
+                }
+                Stop::Budget => {
+                    self.more = true;
+                    break;
+                }
+                Stop::End if out.len() < max => {}
+                Stop::End => break,
             }
             // All complete lines read: has the log moved on to another file?
             let Some((next, meta)) = self.moved_on()? else {
@@ -189,18 +222,32 @@ impl FileFollower {
             };
             let cur = self.cur.as_mut().expect("checked above");
             // Writes that landed between our read and the writer's switch.
-            if cur.read_lines(out, max)? {
-                self.on_replaced()?;
-                continue;
-            }
-            if out.len() >= max {
-                break;
+            match cur.read_lines(out, max, &mut self.budget)? {
+                Stop::Replaced => {
+                    self.on_replaced()?;
+                    continue;
+                }
+                Stop::Budget => {
+                    self.more = true;
+                    break;
+                }
+                Stop::End if out.len() < max => {}
+                Stop::End => break,
             }
             if let Some(line) = cur.take_partial() {
                 out.push(line);
             }
             let next = Tracked::open(next, 0, &self.path)?;
             let finished = self.cur.replace(next).expect("checked above");
+            if let Some(why) = &finished.damaged {
+                self.gap(
+                    "damaged compressed copy",
+                    format!(
+                        "{} could not be read to its end ({why})",
+                        finished.name.display()
+                    ),
+                );
+            }
             self.report_unseen_generations(&finished, &meta);
         }
         Ok(())
@@ -217,9 +264,16 @@ impl FileFollower {
     }
 
     /// How many times lines may have been missed (saved file gone, truncated file without its
-    /// copy, rotated generations skipped). Each is also logged with `tracing::warn!`.
+    /// copy, rotated generations skipped). Each is also logged with `tracing::warn!`, at most
+    /// once a minute per cause.
     pub fn gaps(&self) -> u64 {
         self.gaps
+    }
+
+    /// Whether the last poll stopped at [`POLL_BUDGET`] with more to read now: poll again
+    /// rather than wait.
+    pub fn more(&self) -> bool {
+        self.more
     }
 
     /// Blocks until the file may have changed or `timeout` passed. Uses inotify (the `notify`
@@ -258,7 +312,7 @@ impl FileFollower {
 
     fn resolve(&mut self, init: &Init) -> io::Result<()> {
         match init {
-            Init::Start(start) => match File::open(&self.path) {
+            Init::Start(start) => match open_log(&self.path) {
                 Ok(f) => {
                     let offset = match start {
                         Start::Beginning => 0,
@@ -275,7 +329,7 @@ impl FileFollower {
     }
 
     fn resume(&mut self, saved: &Position) -> io::Result<()> {
-        let current = match File::open(&self.path) {
+        let current = match open_log(&self.path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -296,14 +350,17 @@ impl FileFollower {
             return Ok(());
         }
         if saved.offset > 0 {
-            self.gap(format!(
-                "saved log position (inode {}, offset {}) not found; reading {} from its start",
-                saved.ino,
-                saved.offset,
-                self.path.display()
-            ));
+            self.gap(
+                "saved place not found",
+                format!(
+                    "saved log position (inode {}, offset {}) not found; reading {} from its start",
+                    saved.ino,
+                    saved.offset,
+                    self.path.display()
+                ),
+            );
         }
-        self.cur = match File::open(&self.path) {
+        self.cur = match open_log(&self.path) {
             Ok(f) => Some(Tracked::open(f, 0, &self.path)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -324,7 +381,7 @@ impl FileFollower {
             }
         }
         // Opened before the old one is let go: an error leaves the state as it was.
-        let next = match File::open(&self.path) {
+        let next = match open_log(&self.path) {
             Ok(f) => Some(Tracked::open(f, 0, &self.path)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -332,33 +389,45 @@ impl FileFollower {
         if saved.head.is_some() {
             // Even with nothing unread seen, lines written after our last read and before the
             // copy were only in the copy, which is gone (compressed, say).
-            self.gap(format!(
-                "{} was truncated and no rotated copy of it was found ({})",
-                self.path.display(),
-                if unread {
-                    "it had unread data"
-                } else {
-                    "lines written since the last read are lost"
-                }
-            ));
+            self.gap(
+                "truncated without a copy",
+                format!(
+                    "{} was truncated and no rotated copy of it was found ({})",
+                    self.path.display(),
+                    if unread {
+                        "it had unread data"
+                    } else {
+                        "lines written since the last read are lost"
+                    }
+                ),
+            );
         }
         self.cur = next;
         Ok(())
     }
 
     /// A rotated sibling holding `saved`: by inode (`by_inode`) or else as a copy with the same
-    /// head, at least `saved.offset` long. Opened at `saved.offset`.
+    /// head, at least `saved.offset` long. Opened at `saved.offset`. A compressed sibling
+    /// (`.gz`) is judged and read by its decompressed bytes; a plain copy is preferred.
     fn find_rotated(&self, saved: &Position, by_inode: bool) -> io::Result<Option<Tracked>> {
         let Some(head) = &saved.head else {
             return Ok(None);
         };
         let mut best: Option<(u64, PathBuf)> = None;
+        let mut compressed = Vec::new();
         for (name, meta) in rotated_siblings(&self.path) {
             let same_inode = (meta.dev(), meta.ino()) == (saved.dev, saved.ino);
-            if meta.len() < saved.offset || (!by_inode && same_inode) {
+            if !by_inode && same_inode {
                 continue;
             }
-            let Ok(f) = File::open(&name) else { continue };
+            if is_gzip(&name) {
+                compressed.push((name, same_inode));
+                continue;
+            }
+            if meta.len() < saved.offset {
+                continue;
+            }
+            let Ok(f) = open_log(&name) else { continue };
             let Ok(prefix) = read_prefix(&f) else {
                 continue;
             };
@@ -374,14 +443,27 @@ impl FileFollower {
                 best = Some((meta.len(), name));
             }
         }
-        match best {
-            Some((_, name)) => {
-                let f = File::open(&name)?;
-                tracing::info!(copy = %name.display(), offset = saved.offset, "finishing rotated copy of the log");
-                Ok(Some(Tracked::open(f, saved.offset, &name)?))
-            }
-            None => Ok(None),
+        if let Some((_, name)) = best {
+            let f = open_log(&name)?;
+            tracing::info!(copy = %name.display(), offset = saved.offset, "finishing rotated copy of the log");
+            return Ok(Some(Tracked::open(f, saved.offset, &name)?));
         }
+        // The one we were reading first (a restart in the middle of it), then the others.
+        compressed.sort_by_key(|(_, same_inode)| !same_inode);
+        for (name, _) in compressed {
+            let Ok(f) = open_log(&name) else { continue };
+            let prefix = match gzip_prefix(&f) {
+                Ok(prefix) if head_of(&prefix).as_deref() == Some(head.as_str()) => prefix,
+                _ => continue,
+            };
+            // Shorter than the saved place, or damaged before it: not the file we read.
+            let Ok(t) = Tracked::open_gzip(f, prefix, saved.offset, &name) else {
+                continue;
+            };
+            tracing::info!(copy = %name.display(), offset = saved.offset, "finishing compressed rotated copy of the log");
+            return Ok(Some(t));
+        }
+        Ok(None)
     }
 
     /// After reading `cur` to its end: the path's file if it is another, non-empty one (the
@@ -395,7 +477,7 @@ impl FileFollower {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
-        let f = match File::open(&self.path) {
+        let f = match open_log(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -425,16 +507,22 @@ impl FileFollower {
             .map(|(p, _)| p.display().to_string())
             .collect();
         if !unseen.is_empty() {
-            self.gap(format!(
-                "rotated log file(s) newer than the one finished were not read: {}",
-                unseen.join(", ")
-            ));
+            self.gap(
+                "generations unread",
+                format!(
+                    "rotated log file(s) newer than the one finished were not read: {}",
+                    unseen.join(", ")
+                ),
+            );
         }
     }
 
-    fn gap(&mut self, what: String) {
+    /// Counts a gap of `cause`, and says so unless that cause was said less than a minute ago.
+    fn gap(&mut self, cause: &'static str, what: String) {
         self.gaps += 1;
-        tracing::warn!(path = %self.path.display(), "log lines may have been missed: {what}");
+        if let Some(left_out) = self.warnings.allow(cause) {
+            tracing::warn!(path = %self.path.display(), "log lines may have been missed: {what}{left_out}");
+        }
     }
 }
 
@@ -442,6 +530,17 @@ enum Next {
     Line(Line),
     End,
     Replaced,
+    /// The poll's budget is spent.
+    Budget,
+}
+
+/// Why [`Tracked::read_lines`] stopped.
+enum Stop {
+    /// `max` lines, or no more in the file now.
+    End,
+    /// The file turned out to be replaced: nothing read since the last line is used.
+    Replaced,
+    Budget,
 }
 
 /// One open file and the bytes of it not yet handed out.
@@ -465,6 +564,13 @@ struct Tracked {
     /// The line being assembled (at most MAX_LINE bytes kept) and its full length so far.
     line: Vec<u8>,
     line_len: u64,
+    warnings: WarnLimit,
+    /// A compressed rotated copy: read through this, never written to again.
+    gzip: Option<flate2::read::MultiGzDecoder<ReadAt>>,
+    /// Why a compressed copy could not be read to its end.
+    damaged: Option<String>,
+    /// Opened in the middle of a line: the rest of it is skipped, not handed out.
+    mid_line: bool,
 }
 
 impl Tracked {
@@ -487,14 +593,76 @@ impl Tracked {
             start: 0,
             line: Vec::new(),
             line_len: 0,
+            warnings: WarnLimit::default(),
+            gzip: None,
+            damaged: None,
+            mid_line: false,
         })
+        .and_then(Tracked::check_line_start)
+    }
+
+    /// A gzip-compressed rotated copy whose decompressed first bytes are `prefix`, positioned
+    /// at `offset` of its decompressed stream; an error if the stream is shorter than that.
+    fn open_gzip(file: File, prefix: Vec<u8>, offset: u64, name: &Path) -> io::Result<Tracked> {
+        let meta = file.metadata()?;
+        let mut gzip = flate2::read::MultiGzDecoder::new(ReadAt {
+            file: file.try_clone()?,
+            at: 0,
+        });
+        let before = offset.saturating_sub(1);
+        let skipped = io::copy(&mut (&mut gzip).take(before), &mut io::sink())?;
+        let mut last = [b'\n'];
+        if skipped < before || (offset > 0 && gzip.read(&mut last)? == 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} is shorter than the saved place", name.display()),
+            ));
+        }
+        let head = head_of(&prefix);
+        let t = Tracked {
+            file,
+            name: name.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset,
+            read_pos: offset,
+            size_seen: offset,
+            prefix,
+            head,
+            buf: Vec::new(),
+            start: 0,
+            line: Vec::new(),
+            line_len: 0,
+            warnings: WarnLimit::default(),
+            gzip: Some(gzip),
+            damaged: None,
+            mid_line: last[0] != b'\n',
+        };
+        Ok(t.said_mid_line())
+    }
+
+    /// Notes whether the offset is not at a line's start (the byte before it no newline).
+    fn check_line_start(mut self) -> io::Result<Tracked> {
+        let mut before = [b'\n'];
+        if self.offset > 0 {
+            self.file.read_exact_at(&mut before, self.offset - 1)?;
+        }
+        self.mid_line = before[0] != b'\n';
+        Ok(self.said_mid_line())
+    }
+
+    fn said_mid_line(self) -> Tracked {
+        if self.mid_line {
+            tracing::warn!(file = %self.name.display(), offset = self.offset, "the saved place is not at the start of a line: resuming at the next whole line");
+        }
+        self
     }
 
     fn reopen_at(mut t: Tracked, offset: u64) -> io::Result<Tracked> {
         t.file.seek(SeekFrom::Start(offset))?;
         t.offset = offset;
         t.read_pos = offset;
-        Ok(t)
+        t.check_line_start()
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -512,6 +680,10 @@ impl Tracked {
 
     /// Truncated below what we read, or its first bytes are no longer what they were.
     fn content_replaced(&mut self) -> io::Result<bool> {
+        if self.gzip.is_some() {
+            // A compressed copy is rotated: nobody writes to it, and its size is not ours.
+            return Ok(false);
+        }
         let size = self.size()?;
         if size < self.read_pos {
             return Ok(true);
@@ -531,20 +703,26 @@ impl Tracked {
         Ok(false)
     }
 
-    /// Appends complete lines to `out` until it holds `max` or the file has no more. True when
-    /// the file turned out to be replaced: nothing read since the last line is used then.
-    fn read_lines(&mut self, out: &mut Vec<Line>, max: usize) -> io::Result<bool> {
+    /// Appends complete lines to `out` until it holds `max`, the file has no more, or `budget`
+    /// bytes were read (what is read counts against it).
+    fn read_lines(
+        &mut self,
+        out: &mut Vec<Line>,
+        max: usize,
+        budget: &mut u64,
+    ) -> io::Result<Stop> {
         while out.len() < max {
-            match self.next_line()? {
+            match self.next_line(budget)? {
                 Next::Line(line) => out.push(line),
-                Next::End => return Ok(false),
-                Next::Replaced => return Ok(true),
+                Next::End => return Ok(Stop::End),
+                Next::Replaced => return Ok(Stop::Replaced),
+                Next::Budget => return Ok(Stop::Budget),
             }
         }
-        Ok(false)
+        Ok(Stop::End)
     }
 
-    fn next_line(&mut self) -> io::Result<Next> {
+    fn next_line(&mut self, budget: &mut u64) -> io::Result<Next> {
         loop {
             let rest = &self.buf[self.start..];
             if let Some(i) = rest.iter().position(|&b| b == b'\n') {
@@ -553,17 +731,37 @@ impl Tracked {
                 self.line_len += i as u64;
                 self.start += i + 1;
                 let consumed = self.line_len + 1;
+                if std::mem::take(&mut self.mid_line) {
+                    // The end of a line whose start was before the saved place.
+                    self.line.clear();
+                    self.line_len = 0;
+                    self.offset += consumed;
+                    continue;
+                }
                 return Ok(Next::Line(self.emit(consumed)));
             }
             append_capped(&mut self.line, rest);
             self.line_len += rest.len() as u64;
             self.buf.clear();
             self.start = 0;
+            if *budget == 0 {
+                return Ok(Next::Budget);
+            }
             self.buf.resize(CHUNK, 0);
             let n = loop {
-                match self.file.read(&mut self.buf) {
+                let read = match &mut self.gzip {
+                    Some(gzip) => gzip.read(&mut self.buf),
+                    None => self.file.read(&mut self.buf),
+                };
+                match read {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if self.gzip.is_some() => {
+                        // A damaged copy ends here; the follower moves on and says so.
+                        self.damaged = Some(e.to_string());
+                        self.buf.clear();
+                        return Ok(Next::End);
+                    }
                     Err(e) => {
                         self.buf.clear();
                         return Err(e);
@@ -574,6 +772,7 @@ impl Tracked {
             if n == 0 {
                 return Ok(Next::End);
             }
+            *budget = budget.saturating_sub(n as u64);
             // Keep the known prefix growing while reading the file's start.
             let (pos, have) = (self.read_pos, self.prefix.len() as u64);
             if pos < have && self.buf[..n.min((have - pos) as usize)] != self.prefix[pos as usize..]
@@ -599,7 +798,7 @@ impl Tracked {
 
     /// The unterminated last line of a finished file, if any.
     fn take_partial(&mut self) -> Option<Line> {
-        if self.line_len == 0 {
+        if self.line_len == 0 || self.mid_line {
             return None;
         }
         let consumed = self.line_len;
@@ -608,12 +807,14 @@ impl Tracked {
 
     fn emit(&mut self, consumed: u64) -> Line {
         if self.line_len > MAX_LINE as u64 {
-            tracing::warn!(
-                file = %self.name.display(),
-                offset = self.offset,
-                length = self.line_len,
-                "log line longer than {MAX_LINE} bytes cut"
-            );
+            if let Some(left_out) = self.warnings.allow("long line") {
+                tracing::warn!(
+                    file = %self.name.display(),
+                    offset = self.offset,
+                    length = self.line_len,
+                    "log line longer than {MAX_LINE} bytes cut{left_out}"
+                );
+            }
         }
         if self.line.last() == Some(&b'\r') {
             self.line.pop();
@@ -622,7 +823,7 @@ impl Tracked {
         self.line.clear();
         self.line_len = 0;
         self.offset += consumed;
-        if self.head.is_none() {
+        if self.head.is_none() && self.gzip.is_none() {
             // The first line is complete now, so the prefix can give the head.
             if let Ok(p) = read_prefix(&self.file) {
                 if p.starts_with(&self.prefix) {
@@ -641,6 +842,88 @@ impl Tracked {
 fn append_capped(line: &mut Vec<u8>, seg: &[u8]) {
     let room = MAX_LINE.saturating_sub(line.len());
     line.extend_from_slice(&seg[..seg.len().min(room)]);
+}
+
+/// Why a path cannot be followed as a log: it is no regular file (a FIFO would block the
+/// reader, a device never ends, a directory holds no lines).
+#[derive(Debug, thiserror::Error)]
+#[error("{} is {kind}, not a regular file: the tracker reads only regular log files", path.display())]
+pub struct NotRegular {
+    pub path: PathBuf,
+    pub kind: &'static str,
+}
+
+/// Opens `path` for reading if it is a regular file, judged on the opened descriptor (fstat),
+/// so that what is read is what was checked. Opened non-blocking: opening a FIFO without a
+/// writer would otherwise wait for one (regular files ignore the flag).
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let kind = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "of another kind"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        },
+    ))
+}
+
+/// Lets a warning of each cause through at most once per [`WARN_EVERY`], and says how many of
+/// that cause were left out since the last one.
+#[derive(Default)]
+pub(super) struct WarnLimit {
+    last: std::collections::HashMap<&'static str, (Instant, u64)>,
+}
+
+impl WarnLimit {
+    /// Some(suffix for the warning) when a warning of `cause` may be logged now.
+    pub(super) fn allow(&mut self, cause: &'static str) -> Option<String> {
+        self.allow_at(cause, Instant::now())
+    }
+
+    fn allow_at(&mut self, cause: &'static str, now: Instant) -> Option<String> {
+        match self.last.get_mut(cause) {
+            Some((at, left_out)) if now.duration_since(*at) < WARN_EVERY => {
+                *left_out += 1;
+                None
+            }
+            Some((at, left_out)) => {
+                let said = match std::mem::take(left_out) {
+                    0 => String::new(),
+                    n => format!(
+                        " ({n} more of these in the last {}s)",
+                        now.duration_since(*at).as_secs()
+                    ),
+                };
+                *at = now;
+                Some(said)
+            }
+            None => {
+                self.last.insert(cause, (now, 0));
+                Some(String::new())
+            }
+        }
+    }
 }
 
 fn heads_match(saved: &Position, now: &Option<String>) -> bool {
@@ -662,6 +945,37 @@ fn read_prefix(f: &File) -> io::Result<Vec<u8>> {
     }
     buf.truncate(got);
     Ok(buf)
+}
+
+/// The first HEAD_MAX decompressed bytes of a gzip file (fewer if it is shorter).
+fn gzip_prefix(f: &File) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(HEAD_MAX);
+    flate2::read::MultiGzDecoder::new(ReadAt {
+        file: f.try_clone()?,
+        at: 0,
+    })
+    .take(HEAD_MAX as u64)
+    .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Reads a file by absolute offsets, leaving the descriptor's own offset alone.
+struct ReadAt {
+    file: File,
+    at: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// A compressed rotated copy (`mail.log.1.gz`, `maillog.20261208-013500.gz`).
+fn is_gzip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
 }
 
 /// SHA-256 of the first line with its newline, or of HEAD_MAX bytes when the first line is
@@ -692,7 +1006,7 @@ fn last_line_end(f: &File) -> io::Result<u64> {
 }
 
 /// Regular files next to `path` named base + a rotation suffix: `.1`, `-20261129`,
-/// `.20261129-093000`. Compressed ones (`.2.gz`) never match: they cannot be read as text.
+/// `.20261129-093000`, each also compressed (`.2.gz`, see [`is_gzip`]).
 fn rotated_siblings(path: &Path) -> Vec<(PathBuf, Metadata)> {
     let Some(base) = path.file_name() else {
         return Vec::new();
@@ -712,6 +1026,8 @@ fn rotated_siblings(path: &Path) -> Vec<(PathBuf, Metadata)> {
         let Some(rest) = name.strip_prefix(base) else {
             continue;
         };
+        // A copy compressed by logrotate or `postfix logrotate` keeps the suffix before `.gz`.
+        let rest = rest.strip_suffix(b".gz").unwrap_or(rest);
         let suffix_ok = matches!(rest.first(), Some(b'.' | b'-' | b'_'))
             && rest.iter().any(u8::is_ascii_digit)
             && rest
@@ -1066,6 +1382,33 @@ mod tests {
         assert_eq!(f.gaps(), 0);
     }
 
+    /// A saved place in the middle of a line (a state file edited, or a file rewritten with
+    /// the same first line) resumes at the next whole line, never with half a line.
+    #[test]
+    fn a_saved_place_in_the_middle_of_a_line_resumes_at_the_next_line() {
+        let (_dir, path) = mail_log();
+        append(&path, &numbered(0, 5));
+        let mut f = follow(&path);
+        let mut saved = f.poll(2).unwrap()[1].after.clone();
+        drop(f);
+        saved.offset += 3;
+        let mut f = FileFollower::new(path.clone(), Some(saved.clone()), Start::End);
+        let got = f.poll(100).unwrap();
+        assert_eq!(texts(&got), names(3, 5));
+        assert_eq!(
+            got[0].after.offset,
+            "line 0\nline 1\nline 2\nline 3\n".len() as u64
+        );
+        // The same from a rotated copy, plain or compressed.
+        fs::rename(&path, sibling(&path, ".1")).unwrap();
+        append(&path, "n1\n");
+        let mut f = FileFollower::new(path.clone(), Some(saved.clone()), Start::End);
+        assert_eq!(read(&mut f), ["line 3", "line 4", "n1"]);
+        gzip(&sibling(&path, ".1"), &sibling(&path, ".1.gz"));
+        let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
+        assert_eq!(read(&mut f), ["line 3", "line 4", "n1"]);
+    }
+
     #[test]
     fn restart_after_copytruncate_finishes_the_copy() {
         let (_dir, path) = mail_log();
@@ -1148,6 +1491,88 @@ mod tests {
         assert_eq!(f.gaps(), 1);
     }
 
+    /// Compresses `from` into `to` (gzip) and removes it, as logrotate's `compress` does.
+    fn gzip(from: &Path, to: &Path) {
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(to).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(&fs::read(from).unwrap()).unwrap();
+        enc.finish().unwrap();
+        fs::remove_file(from).unwrap();
+    }
+
+    /// Rotated and compressed at once while the follower was down (`postfix logrotate`,
+    /// logrotate without `delaycompress`): the compressed copy is found by its head and
+    /// finished from the saved offset, also after a restart in the middle of it.
+    #[test]
+    fn restart_finishes_a_copy_compressed_at_once() {
+        for suffix in [".1.gz", ".20261208-013500.gz"] {
+            let (_dir, path) = mail_log();
+            append(&path, &numbered(0, 6));
+            let mut f = follow(&path);
+            let saved = f.poll(2).unwrap()[1].after.clone();
+            drop(f);
+            fs::rename(&path, sibling(&path, ".1")).unwrap();
+            gzip(&sibling(&path, ".1"), &sibling(&path, suffix));
+            append(&path, "n1\nn2\n");
+            let mut f = FileFollower::new(path.clone(), Some(saved.clone()), Start::End);
+            let first = f.poll(1).unwrap();
+            assert_eq!(texts(&first), ["line 2"], "{suffix}");
+            // The same key as from the file before it was compressed: its head and offset.
+            assert_eq!(first[0].after.head, saved.head);
+            assert_eq!(
+                first[0].after.offset,
+                saved.offset + "line 2\n".len() as u64
+            );
+            // Stopped in the middle of the compressed copy, and started again.
+            let mut f = FileFollower::new(path.clone(), Some(first[0].after.clone()), Start::End);
+            let mut want = names(3, 6);
+            want.extend(["n1".to_string(), "n2".to_string()]);
+            assert_eq!(read(&mut f), want, "{suffix}");
+            assert_eq!(f.gaps(), 0, "{suffix}");
+            append(&path, "n3\n");
+            assert_eq!(read(&mut f), ["n3"]);
+        }
+    }
+
+    /// A compressed sibling that is not gzip, damaged, or shorter than the saved place is not
+    /// the saved file: a gap, never an error.
+    #[test]
+    fn a_damaged_compressed_copy_is_a_gap() {
+        let (_dir, path) = mail_log();
+        append(&path, &numbered(0, 6));
+        let mut f = follow(&path);
+        let saved = f.poll(2).unwrap()[1].after.clone();
+        drop(f);
+        fs::rename(&path, sibling(&path, ".1")).unwrap();
+        gzip(&sibling(&path, ".1"), &sibling(&path, ".1.gz"));
+        let mut bytes = fs::read(sibling(&path, ".1.gz")).unwrap();
+        let keep = bytes.len() - 12;
+        bytes.truncate(keep);
+        fs::write(sibling(&path, ".1.gz"), bytes).unwrap();
+        append(&path, "n1\n");
+        let mut f = FileFollower::new(path.clone(), Some(saved), Start::End);
+        let got = read(&mut f);
+        assert_eq!(got.last().map(String::as_str), Some("n1"), "{got:?}");
+        assert!(f.gaps() >= 1);
+    }
+
+    /// copytruncate with the copy compressed before the follower looked: the unread rest is
+    /// read from the compressed copy.
+    #[test]
+    fn copytruncate_with_the_copy_compressed_reads_the_rest_from_it() {
+        let (_dir, path) = mail_log();
+        append(&path, &numbered(0, 5));
+        let mut f = follow(&path);
+        assert_eq!(texts(&f.poll(3).unwrap()), names(0, 3));
+        copytruncate(&path);
+        gzip(&sibling(&path, ".1"), &sibling(&path, ".1.gz"));
+        append(&path, "new 0\n");
+        assert_eq!(read(&mut f), ["line 3", "line 4", "new 0"]);
+        assert_eq!(f.gaps(), 0);
+    }
+
     #[test]
     fn two_unseen_rotations_skip_the_middle_generation_and_report() {
         let (_dir, path) = mail_log();
@@ -1189,6 +1614,65 @@ mod tests {
         // The first line is longer than HEAD_MAX: its first HEAD_MAX bytes are the head.
         let head = hex::encode(Sha256::digest(&big.as_bytes()[..HEAD_MAX]));
         assert_eq!(got[0].after.head.as_deref(), Some(head.as_str()));
+    }
+
+    /// A file bigger than one poll's budget is read a budget per poll, `more` saying so, and
+    /// every line still comes once.
+    #[test]
+    fn a_poll_reads_at_most_its_budget() {
+        let (_dir, path) = mail_log();
+        let long = "z".repeat((POLL_BUDGET + POLL_BUDGET / 2) as usize);
+        fs::write(&path, format!("a\n{long}\nb\n")).unwrap();
+        let mut f = follow(&path);
+        let got = f.poll(100).unwrap();
+        assert_eq!(texts(&got), ["a"]);
+        assert!(f.more());
+        let got = f.poll(100).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].text.len(), MAX_LINE);
+        assert_eq!(got[1].text, "b");
+        assert!(!f.more());
+        assert!(f.poll(100).unwrap().is_empty());
+        assert!(!f.more());
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_by_the_opened_descriptor() {
+        let (dir, path) = mail_log();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut f = follow(&path);
+        let e = f.poll(100).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = follow(&zero).poll(100).unwrap_err().to_string();
+        assert!(e.contains("is a character device"), "{e}");
+        // A link to a regular file is read.
+        let real = dir.path().join("real.log");
+        append(&real, "x\n");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(read(&mut follow(&link)), ["x"]);
+    }
+
+    #[test]
+    fn a_warning_of_one_cause_once_a_minute() {
+        let mut w = WarnLimit::default();
+        let t = Instant::now();
+        assert_eq!(w.allow_at("gap", t).as_deref(), Some(""));
+        assert_eq!(w.allow_at("gap", t + Duration::from_secs(1)), None);
+        assert_eq!(w.allow_at("gap", t + Duration::from_secs(59)), None);
+        assert_eq!(
+            w.allow_at("other", t + Duration::from_secs(2)).as_deref(),
+            Some("")
+        );
+        let again = w.allow_at("gap", t + WARN_EVERY).unwrap();
+        assert!(again.contains("2 more of these"), "{again}");
+        assert_eq!(
+            w.allow_at("gap", t + WARN_EVERY + Duration::from_secs(1)),
+            None
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct JournalReader {
     last_spawn: Option<Instant>,
     /// Keep every mail entry, not only the MTA's.
     all_mail: bool,
+    /// journalctl dying at once is retried each second: its warning is said once a minute.
+    warnings: super::follow::WarnLimit,
 }
 
 struct FollowChild {
@@ -107,6 +109,7 @@ impl JournalReader {
             child: None,
             last_spawn: None,
             all_mail: false,
+            warnings: Default::default(),
         }
     }
 
@@ -293,11 +296,16 @@ impl JournalReader {
     fn reap(&mut self) {
         if let Some(mut f) = self.child.take() {
             let _ = f.child.kill();
-            match f.child.wait() {
-                Ok(status) => {
-                    tracing::warn!(status = %status, "journalctl --follow ended; restarting it")
+            let status = f.child.wait();
+            if let Some(left_out) = self.warnings.allow("follow ended") {
+                match status {
+                    Ok(status) => {
+                        tracing::warn!(status = %status, "journalctl --follow ended; restarting it{left_out}")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "journalctl --follow ended; restarting it{left_out}")
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "journalctl --follow ended; restarting it"),
             }
         }
     }

@@ -14,11 +14,13 @@
 //! Exactly once: a batch of lines is recorded (deliveries by a key of their line, so a line
 //! read twice is stored once) before its place is saved.
 
+mod bounds;
 mod copy;
 pub mod follow;
 pub mod journal;
 pub mod parse;
 mod queue;
+mod rekey;
 mod state;
 
 /// The name of the pseudonymised copy's current file (rotations: `mail.log-YYYYMMDD.gz`).
@@ -107,6 +109,8 @@ struct Read {
 }
 
 /// Where the lines come from.
+// One per tracker, never moved: boxing the follower buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     File(FileFollower),
     Journal(JournalReader),
@@ -181,6 +185,14 @@ impl Source {
         }
     }
 
+    /// Whether the last poll left lines to read now (a file read a slice per poll).
+    fn more(&self) -> bool {
+        match self {
+            Source::File(f) => f.more(),
+            Source::Journal(_) => false,
+        }
+    }
+
     /// Lines possibly missed so far.
     fn gaps(&self) -> u64 {
         match self {
@@ -232,6 +244,13 @@ fn file_line_key(after: &follow::Position) -> String {
     ))
 }
 
+/// Who wrote a line: its program, and its process id when it has one.
+#[derive(Clone, Copy)]
+struct Writer<'l> {
+    ident: &'l str,
+    pid: Option<u32>,
+}
+
 /// The tracker's working state.
 struct Tracker<'a> {
     config: &'a Config,
@@ -250,6 +269,12 @@ struct Tracker<'a> {
     local_agents: Vec<String>,
     /// The state of each record this batch looked up, as it was, for the metrics.
     before: HashMap<transit::StoreKey, transit::State>,
+    /// Causes of refused lines already warned about (once per run each).
+    refused: HashSet<bounds::Implausible>,
+    /// What moves of a record onto another queue id depend on.
+    rekeys: rekey::Rekeys,
+    /// Causes of moves not believed, already warned about.
+    not_believed_causes: HashSet<&'static str>,
 }
 
 /// Runs `record` until the sink (named `sink`) takes it, pausing longer after each failure,
@@ -356,6 +381,9 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
         missing: HashSet::new(),
         local_agents: config.domains.local_mailers.clone(),
         before: HashMap::new(),
+        refused: HashSet::new(),
+        rekeys: rekey::Rekeys::new(mail_owner(config)),
+        not_believed_causes: HashSet::new(),
     };
     info!(
         target: TARGET,
@@ -386,7 +414,7 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
             });
             save_state(config, place.as_ref(), &mut copy)?;
         }
-        let caught_up = read < BATCH;
+        let caught_up = read < BATCH && !source.more();
         if caught_up && copy.tick(&stop)? {
             save_state(config, place.as_ref(), &mut copy)?;
         }
@@ -445,6 +473,19 @@ fn pseudonymiser(config: &Config) -> Pseudonymiser {
     Pseudonymiser::new(config.privacy.clone(), key)
 }
 
+/// Postfix's `mail_owner` uid: the owner of the queue files a requeue's pickup line names.
+fn mail_owner(config: &Config) -> Option<u32> {
+    if config.tracking.mta != Mta::Postfix {
+        return None;
+    }
+    let name = queue::postconf(config, "mail_owner")?;
+    let user = nix::unistd::User::from_name(&name).ok().flatten();
+    if user.is_none() {
+        warn!(target: TARGET, "Postfix's mail_owner {name} is no user here: requeue lines are believed whatever their uid");
+    }
+    user.map(|u| u.uid.as_raw())
+}
+
 /// The names this host's events carry: the host name, and Postfix's `myhostname`.
 fn host_names(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = nix::unistd::gethostname()
@@ -474,6 +515,10 @@ impl Tracker<'_> {
         queue_id: &str,
     ) -> Result<Option<&'t mut Transit>, StoreError> {
         if !changed.contains_key(queue_id) {
+            if self.rekeys.has_moved(queue_id) {
+                // Moved onto another queue id in this batch; the ledger still files it here.
+                return Ok(None);
+            }
             let hosts = self.hosts.clone();
             match self.ledger.transit(queue_id, &hosts)? {
                 Some(t) => {
@@ -492,15 +537,16 @@ impl Tracker<'_> {
         let now = chrono::Local::now();
         let mut changed: HashMap<String, Transit> = HashMap::new();
         let mut deliveries = Vec::new();
+        let mut latest = None;
         for line in &lines {
             self.counts.lines += 1;
             TRACKER.log_lines.inc();
             let cut = match &line.entry {
-                Some(e) => Some((e.time, e.ident.as_str(), e.message.as_str())),
+                Some(e) => Some((e.time, e.ident.as_str(), e.pid, e.message.as_str())),
                 None => SyslogLine::split(&line.text)
-                    .and_then(|l| Some((l.stamp.time(&now)?, l.ident, l.message))),
+                    .and_then(|l| Some((l.stamp.time(&now)?, l.ident, l.pid, l.message))),
             };
-            let Some((time, ident, message)) = cut else {
+            let Some((time, ident, pid, message)) = cut else {
                 // Not syslog's shape, yet an outcome: a log format not known, to be noticed.
                 if parse::unsplit_outcome(self.mta, &line.text) {
                     self.not_understood(None);
@@ -515,9 +561,15 @@ impl Tracker<'_> {
                     continue;
                 }
             };
+            if let Err(why) = bounds::line(&records, time, now.with_timezone(&Utc)) {
+                self.refused(ident, why);
+                continue;
+            }
+            latest = latest.max(Some(time));
             for (n, record) in records.into_iter().enumerate() {
                 let key = format!("{}{n}", line.key);
-                if let Some(d) = self.step(&mut changed, record, time, &key)? {
+                let from = Writer { ident, pid };
+                if let Some(d) = self.step(&mut changed, record, time, from, &key)? {
                     deliveries.push(d);
                 }
             }
@@ -532,6 +584,9 @@ impl Tracker<'_> {
             retrying(sink.name(), stop, || {
                 sink.record_transit(&transits, &deliveries)
             })?;
+        }
+        if let Some(latest) = latest {
+            self.rekeys.batch_done(latest);
         }
         self.counts.deliveries += deliveries.len() as u64;
         for d in &deliveries {
@@ -565,15 +620,49 @@ impl Tracker<'_> {
         }
     }
 
+    /// Counts a line refused as implausible (see [`bounds`]) as not understood; the first of
+    /// each cause is a warning, naming the program and the cause, nothing of the line.
+    fn refused(&mut self, ident: &str, why: bounds::Implausible) {
+        self.counts.not_understood += 1;
+        TRACKER.log_lines_not_understood.inc();
+        if self.refused.insert(why) {
+            warn!(target: TARGET, "a line of {ident} refused: {}; counted as not understood, changing nothing", why.as_str());
+        } else {
+            debug!(target: TARGET, "a line of {ident} refused: {}", why.as_str());
+        }
+    }
+
+    /// Files the record of `from` (looked up in this batch) under `to`.
+    fn move_record(&mut self, changed: &mut HashMap<String, Transit>, from: &str, to: &str) {
+        if let Some(mut t) = changed.remove(from) {
+            t.queue_id = to.to_string();
+            changed.insert(to.to_string(), t);
+            self.rekeys.moved_away(from);
+        }
+    }
+
+    /// A line that would move `original`'s record onto `queue_id`, not believed: the first of
+    /// each cause is a warning (queue ids are no personal data).
+    fn not_believed(&mut self, ident: &str, queue_id: &str, original: &str, why: &'static str) {
+        let first = self.not_believed_causes.insert(why);
+        if first {
+            warn!(target: TARGET, "a line of {ident} requeuing {original} as {queue_id} not believed: {why}; nothing moved (docs/transit.md, \"What a log line is trusted with\")");
+        } else {
+            debug!(target: TARGET, "a line of {ident} requeuing {original} as {queue_id} not believed: {why}");
+        }
+    }
+
     /// Applies one record; returns the delivery to record, if it is one of a transit message.
     fn step(
         &mut self,
         changed: &mut HashMap<String, Transit>,
         record: Record,
         at: DateTime<Utc>,
+        from: Writer<'_>,
         key: &str,
     ) -> Result<Option<Delivery>, StoreError> {
         let removal_logged = self.mta == parse::Mta::Postfix;
+        let ident = from.ident;
         match record {
             Record::Delivery(d) => {
                 // As the milter classified recipients: by mailer or by domain.
@@ -586,11 +675,34 @@ impl Tracker<'_> {
                 if local {
                     return Ok(None);
                 }
+                if d.status == parse::Status::Sent {
+                    let hop = self
+                        .rekeys
+                        .filter_hop(&d.queue_id, d.remote_queue_id.as_deref(), ident, at)
+                        .map(str::to_string);
+                    if let Some(new) = hop {
+                        // A content filter (amavis, a loopback smtpd) queued it again here:
+                        // the next server is still to come, under the new queue id.
+                        if self.transit(changed, &new)?.is_none()
+                            && self
+                                .transit(changed, &d.queue_id)?
+                                .is_some_and(|t| t.state.is_open())
+                        {
+                            info!(target: TARGET, queue_id = d.queue_id.as_str(), "{} passed a content filter and is queued again as {new}: followed", d.queue_id);
+                            self.move_record(changed, &d.queue_id, &new);
+                            return Ok(None);
+                        }
+                    }
+                }
                 let pseudonymiser = self.pseudonymiser.clone();
                 let Some(t) = self.transit(changed, &d.queue_id)? else {
                     self.counts.unmatched += 1;
                     return Ok(None);
                 };
+                if let Err(why) = bounds::on_message(t, at, true) {
+                    self.refused(ident, why);
+                    return Ok(None);
+                }
                 let status = match d.status {
                     parse::Status::Sent => transit::Status::Sent,
                     parse::Status::Deferred => transit::Status::Deferred,
@@ -614,24 +726,63 @@ impl Tracker<'_> {
             }
             Record::Removed { queue_id } => {
                 if let Some(t) = self.transit(changed, &queue_id)? {
-                    t.apply(Step::Removed { at }, removal_logged);
+                    match bounds::on_message(t, at, false) {
+                        Ok(()) => t.apply(Step::Removed { at }, removal_logged),
+                        Err(why) => self.refused(ident, why),
+                    }
                 }
                 Ok(None)
             }
             Record::Expired { queue_id } => {
                 if let Some(t) = self.transit(changed, &queue_id)? {
-                    t.apply(Step::Expired { at }, removal_logged);
+                    match bounds::on_message(t, at, false) {
+                        Ok(()) => t.apply(Step::Expired { at }, removal_logged),
+                        Err(why) => self.refused(ident, why),
+                    }
                 }
                 Ok(None)
             }
-            // `postsuper -r`: the message goes on under a new queue id.
-            Record::Requeued { queue_id, original } => {
-                if let Some(t) = self.transit(changed, &original)? {
-                    t.queue_id = queue_id.clone();
-                    let t = t.clone();
-                    changed.remove(&original);
-                    changed.insert(queue_id, t);
+            // `postsuper -r`: the message goes on under a new queue id, if the log makes that
+            // plausible (see `rekey`).
+            Record::Requeued {
+                queue_id,
+                original,
+                uid,
+            } => {
+                let refused = self
+                    .rekeys
+                    .requeue_refused(&queue_id, &original, from.pid, uid, at)
+                    .map(rekey::Refused::as_str);
+                let refused = match refused {
+                    Some(why) => Some(why),
+                    None if self.transit(changed, &queue_id)?.is_some() => {
+                        Some("its new queue id has a record of its own")
+                    }
+                    None => None,
+                };
+                if let Some(why) = refused {
+                    self.not_believed(ident, &queue_id, &original, why);
+                    return Ok(None);
                 }
+                if self
+                    .transit(changed, &original)?
+                    .is_some_and(|t| t.state.is_open())
+                {
+                    self.rekeys.requeue_used(&original, &queue_id, ident, at);
+                    self.move_record(changed, &original, &queue_id);
+                }
+                Ok(None)
+            }
+            Record::Entered { queue_id } => {
+                self.rekeys.entered(&queue_id, ident, at);
+                Ok(None)
+            }
+            Record::PostsuperRequeued { queue_id } => {
+                self.rekeys.postsuper_requeued(&queue_id, from.pid, at);
+                Ok(None)
+            }
+            Record::PostsuperRequeuedCount { count } => {
+                self.rekeys.postsuper_count(count, from.pid, at);
                 Ok(None)
             }
             Record::Notification { .. } => Ok(None),

@@ -4,6 +4,8 @@
 //! Beside the place, the pseudonymised copy's file and length ([`CopyPlace`]), saved in the same
 //! write: the copy then holds exactly the lines up to the place. A state without it (from an
 //! earlier version, or saved while the copy was off) loads with none.
+//! The temporary gets a random name in the state's directory and is created new (never a file
+//! or link already there), for the owner only: a link planted there is never written through.
 //! It holds no personal data: positions, a hash, the journal's own cursor and a file's length.
 
 use super::follow::Position;
@@ -67,26 +69,62 @@ pub fn load(path: &Path) -> io::Result<Option<Saved>> {
 
 /// Saves `place` (the log's, and the copy's), durably, replacing the saved one.
 pub fn save(path: &Path, place: &Saved) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(
-        serde_json::to_string(place)
-            .expect("a place serialises")
-            .as_bytes(),
-    )?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (tmp, mut file) = create_temporary(dir, random_names(&base))?;
+    let written = file
+        .write_all(
+            serde_json::to_string(place)
+                .expect("a place serialises")
+                .as_bytes(),
+        )
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    Ok(())
+    File::open(dir)?.sync_all()
+}
+
+/// Names for the temporary: unpredictable, so nobody can plant a link at the one to come.
+fn random_names(base: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::repeat_with(move || {
+        let mut bytes = [0u8; 8];
+        getrandom::getrandom(&mut bytes).expect("the system has randomness");
+        format!(".{base}.{}.tmp", hex::encode(bytes))
+    })
+}
+
+/// Creates a new file in `dir` under the first of `names` not taken, for the owner only. A
+/// name taken by anything, a symlink above all (dangling or not), is passed over, never
+/// opened: O_EXCL with O_CREAT does not follow a final symlink, O_NOFOLLOW says so twice.
+fn create_temporary(
+    dir: &Path,
+    names: impl Iterator<Item = String>,
+) -> io::Result<(PathBuf, File)> {
+    let mut last = None;
+    for name in names.take(16) {
+        let tmp = dir.join(name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no name for a temporary file")))
 }
 
 #[cfg(test)]
@@ -140,5 +178,59 @@ mod tests {
         fs::write(&path, "{").unwrap();
         let e = load(&path).unwrap_err().to_string();
         assert!(e.contains("remove it"), "{e}");
+    }
+
+    /// A symlink planted at the temporary's old fixed name is not written through (as root it
+    /// overwrote its target).
+    #[test]
+    fn a_symlink_at_the_old_temporary_name_is_not_written_through() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("track.state");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        symlink(&victim, dir.path().join("track.state.tmp")).unwrap();
+        let place = Saved {
+            place: Place::Journal {
+                cursor: "s=1;i=2".into(),
+            },
+            copy: None,
+        };
+        save(&path, &place).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(place.clone()));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    /// Names the tracker would pick, planted beforehand (dangling or not): each is passed
+    /// over, and a save leaves no temporary behind.
+    #[test]
+    fn names_already_taken_are_passed_over() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("track.state");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let dangling = dir.path().join("would-be-created");
+        symlink(&victim, dir.path().join("planted-1")).unwrap();
+        symlink(&dangling, dir.path().join("planted-2")).unwrap();
+        let names = ["planted-1", "planted-2", "free"].map(String::from);
+        let (tmp, _file) = create_temporary(dir.path(), names.into_iter()).unwrap();
+        assert_eq!(tmp, dir.path().join("free"));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dangling.exists());
+        fs::remove_file(&tmp).unwrap();
+        let place = Saved {
+            place: Place::Journal { cursor: "c".into() },
+            copy: None,
+        };
+        save(&path, &place).unwrap();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp") && n != "track.state.tmp")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -24,6 +24,11 @@ struct Lab {
 
 impl Lab {
     fn start(test: &str, privacy: &str, sinks: &[&str]) -> Option<Self> {
+        Self::start_with(test, privacy, sinks, "")
+    }
+
+    /// The same with more main.cf settings (`key = value` lines).
+    fn start_with(test: &str, privacy: &str, sinks: &[&str], main_cf: &str) -> Option<Self> {
         if !e2e::postfix_available(test) {
             return None;
         }
@@ -67,7 +72,7 @@ alert_after = "1s"
             ),
         );
         let transports = format!(
-            "transport_maps = inline:{{defer.example=smtp:[127.0.0.1]:{}, reject.example=smtp:[127.0.0.1]:{}}}",
+            "transport_maps = inline:{{defer.example=smtp:[127.0.0.1]:{}, reject.example=smtp:[127.0.0.1]:{}}}\n{main_cf}",
             defer.port, reject.port
         );
         let postfix = Postfix::start(dir.path(), accept.port, &milter.postfix_spec, &transports);
@@ -376,6 +381,180 @@ fn rotation_and_restarts_lose_and_double_nothing() {
         assert_eq!(deliveries[0]["status"], "sent");
     }
     assert_eq!(done.len(), sent.len(), "{done:#?}");
+}
+
+/// A content filter on loopback (as amavis is run: `content_filter` to a filter, which hands
+/// the message back to a second smtpd of the same Postfix; here that smtpd is the filter):
+/// the hop to it is no acknowledgement. The record follows the message onto the queue id the
+/// reinjection gave it, and the copy that leaves gets the delivery; `ledger query` finds the
+/// lifecycle of the moved record with its event.
+#[test]
+fn a_content_filter_is_not_the_next_server() {
+    let filter_port = e2e::free_port();
+    let Some(lab) = Lab::start_with(
+        "e2e_transit::content_filter",
+        FULL,
+        &["ledger"],
+        &format!("content_filter = scan:[127.0.0.1]:{filter_port}"),
+    ) else {
+        return;
+    };
+    lab.postfix.add_service(&format!(
+        "scan unix - - n - 4 smtp
+127.0.0.1:{filter_port} inet n - n - 4 smtpd -o content_filter= -o smtpd_milters= -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters -o smtpd_authorized_xforward_hosts=127.0.0.0/8"
+    ));
+    let first = lab.send(&["carol@remote.example"], ": removed");
+    // The filter's hop, and the copy it queued again.
+    let hop = lab
+        .postfix
+        .log_of(&first)
+        .into_iter()
+        .find(|l| l.contains(&format!(":{filter_port}, ")) && l.contains("status=sent"))
+        .unwrap_or_else(|| panic!("no hop to the filter:\n{}", lab.context()));
+    let again = hop
+        .rsplit("queued as ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    wait_for(
+        "the copy queued again to be delivered and removed",
+        || {
+            let log = lab.postfix.log_of(&again);
+            (log.iter().any(|l| l.contains("status=sent"))
+                && log.iter().any(|l| l.ends_with(": removed")))
+            .then_some(())
+        },
+        || lab.context(),
+    );
+    let log = lab.track_once();
+    let list = lab.transit(&[]);
+    assert!(!list.contains_key(&first), "{list:#?}\n{log}");
+    assert_eq!(state_of(&list, &again), "removed", "{list:#?}\n{log}");
+    let deliveries = list[&again]["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{deliveries:#?}");
+    assert_eq!(deliveries[0]["status"], "sent");
+    assert_eq!(deliveries[0]["recipient_domain"], "remote.example");
+    // Not the filter: the lab's sink is the next server.
+    assert_ne!(
+        deliveries[0]["relay"].as_str().unwrap_or_default(),
+        format!("127.0.0.1:{filter_port}")
+    );
+    let out = lab.cli(&[
+        "ledger",
+        "query",
+        "--address",
+        "carol@remote.example",
+        "--format",
+        "json",
+    ]);
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["lifecycle"]["state"], "removed", "{found:#?}");
+    // The event keeps the queue id the milter saw; its lifecycle names the one it left under.
+    assert_eq!(found[0]["queue_id"], first.as_str(), "{found:#?}");
+    assert_eq!(
+        found[0]["lifecycle"]["queue_id"],
+        again.as_str(),
+        "{found:#?}"
+    );
+}
+
+/// A forged `postfix/pickup` line (as `logger -t postfix/pickup` by any local user writes it)
+/// moves no record; the real `postsuper -r` still does (its `requeued` line, then pickup's).
+#[test]
+fn a_forged_requeue_line_moves_nothing() {
+    let Some(lab) = Lab::start("e2e_transit::forged_requeue", FULL, &["ledger"]) else {
+        return;
+    };
+    let held = lab.send(&["dave@defer.example"], "status=deferred");
+    lab.track_once();
+    let uid = nix::unistd::User::from_name("postfix")
+        .unwrap()
+        .map(|u| u.uid.as_raw())
+        .unwrap_or(0);
+    let now = chrono::Local::now().format("%b %e %H:%M:%S");
+    let forged = [
+        // logger writes no PID unless asked.
+        format!("{now} mx.test.example postfix/pickup: 4T02Hr4S5hz9vf01: uid=0 from=<x@example.org> orig_id={held}"),
+        // A PID, but root's uid.
+        format!("{now} mx.test.example postfix/pickup[4242]: 4T02Hr4S5hz9vf02: uid=0 from=<x@example.org> orig_id={held}"),
+        // The right uid, but no postsuper line before it.
+        format!("{now} mx.test.example postfix/pickup[4242]: 4T02Hr4S5hz9vf03: uid={uid} from=<x@example.org> orig_id={held}"),
+    ];
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lab.postfix.maillog)
+        .unwrap();
+    std::io::Write::write_all(&mut log, (forged.join("\n") + "\n").as_bytes()).unwrap();
+    let said = lab.track_once();
+    let list = lab.transit(&[]);
+    assert_eq!(state_of(&list, &held), "deferred", "{list:#?}\n{said}");
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert!(said.contains("not believed"), "{said}");
+
+    // The administrator requeues it for real.
+    lab.postfix.postsuper(&["-r", &held]);
+    let requeued = wait_for(
+        "pickup to log the requeued message",
+        || {
+            lab.postfix.maillog().lines().find_map(|l| {
+                let (head, _) = l.split_once(&format!(" orig_id={held}"))?;
+                (l.contains("postfix/pickup[") && !forged.iter().any(|f| f == l))
+                    .then(|| head.split(": ").nth(1).map(str::to_string))?
+            })
+        },
+        || lab.context(),
+    );
+    let said = lab.track_once();
+    let list = lab.transit(&[]);
+    assert!(!list.contains_key(&held), "{list:#?}\n{said}");
+    assert!(
+        list.contains_key(&requeued),
+        "{requeued}: {list:#?}\n{said}\n{}",
+        lab.context()
+    );
+}
+
+/// `postfix logrotate` while the tracker is down: the old maillog is renamed and compressed
+/// at once (`maillog_file_compressor = gzip`, the default). The lines written before it were
+/// only in the compressed file: they are read from it (found by its head, from the saved
+/// place), then the new maillog; every delivery is recorded, none twice.
+#[test]
+fn a_log_compressed_at_rotation_is_finished() {
+    let Some(lab) = Lab::start("e2e_transit::compressed", FULL, &["ledger"]) else {
+        return;
+    };
+    let mut sent: Vec<String> = (0..2)
+        .map(|_| lab.send(&["carol@remote.example"], ": removed"))
+        .collect();
+    lab.track_once();
+    // The tracker is down: more mail, then the rotation, then more mail.
+    for _ in 0..3 {
+        sent.push(lab.send(&["carol@remote.example"], ": removed"));
+    }
+    let compressed = lab.postfix.logrotate();
+    for _ in 0..2 {
+        sent.push(lab.send(&["carol@remote.example"], ": removed"));
+    }
+    let log = lab.track_once();
+    assert!(
+        !log.contains("may have been missed"),
+        "{log}\n{}",
+        compressed.display()
+    );
+    let list = lab.transit(&[]);
+    for qid in &sent {
+        assert_eq!(state_of(&list, qid), "removed", "{qid}: {list:#?}\n{log}");
+        let deliveries = list[qid]["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{qid}: {deliveries:#?}");
+    }
+    // Started again, it reads nothing twice.
+    lab.track_once();
+    let again = lab.transit(&[]);
+    for qid in &sent {
+        assert_eq!(again[qid]["deliveries"].as_array().unwrap().len(), 1);
+    }
 }
 
 /// Sendmail's delivery lines (through a syslog socket of the test's own, written as rsyslog

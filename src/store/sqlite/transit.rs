@@ -51,6 +51,13 @@ fn of_event_sql() -> String {
     format!("SELECT {TRANSIT_COLUMNS} FROM transit WHERE queue_id = ?1 AND event_id = ?2")
 }
 
+/// The transit record of the event ?1 under whatever queue id: one that moved (`postsuper -r`,
+/// a content filter) is filed under a queue id its event's body does not name. No index has
+/// the event id: this reads the table, and is asked only when the first lookup finds nothing.
+fn of_moved_event_sql() -> String {
+    format!("SELECT {TRANSIT_COLUMNS} FROM transit WHERE event_id = ?1")
+}
+
 const UPDATE_TRANSIT: &str = "UPDATE transit SET queue_id = ?3, state = ?4,
     acknowledged_at = ?5, removed_at = ?6, sent = ?7, bounced = ?8, alerts = ?9
     WHERE queue_id = ?1 AND seq = ?2";
@@ -220,13 +227,15 @@ pub(super) fn lifecycles(conn: &Connection, events: &[Event]) -> rusqlite::Resul
         let Some(queue_id) = e.queue_id.as_deref().filter(|_| e.transit) else {
             continue;
         };
-        let row = conn
-            .query_row(
-                &of_event_sql(),
-                params![queue_id, e.id.to_string()],
-                from_row,
-            )
+        let id = e.id.to_string();
+        let mut row = conn
+            .query_row(&of_event_sql(), params![queue_id, id], from_row)
             .optional()?;
+        if row.is_none() {
+            row = conn
+                .query_row(&of_moved_event_sql(), params![id], from_row)
+                .optional()?;
+        }
         if let Some(transit) = row {
             found.push(lifecycle(conn, transit)?);
         }

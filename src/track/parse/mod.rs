@@ -44,8 +44,22 @@ pub enum Record {
     /// A notification about `queue_id` was queued as `notice` (Postfix bounce "sender non-delivery
     /// notification: NEWQID" / "sender delivery status notification: NEWQID"; Sendmail "QID: NEWQID: DSN: ...").
     Notification { queue_id: String, notice: String },
-    /// Postfix pickup "NEWQID: uid=N from=<...> orig_id=OLDQID" (postsuper -r requeue): `queue_id` now carries `original`.
-    Requeued { queue_id: String, original: String },
+    /// Postfix pickup "NEWQID: uid=N from=<...> orig_id=OLDQID" (postsuper -r requeue): `queue_id`
+    /// would now carry `original`. Believed only as `track::rekey` allows.
+    Requeued {
+        queue_id: String,
+        original: String,
+        /// The uid= of the line: the queue file's owner.
+        uid: Option<u32>,
+    },
+    /// A message entered the queue under `queue_id`: Postfix smtpd "QID: client=...", cleanup
+    /// "QID: message-id=...", pickup "QID: uid=N from=<...>" (no orig_id).
+    Entered { queue_id: String },
+    /// Postfix postsuper "QID: requeued" (postsuper -r QID, also logged for each message of
+    /// postsuper -r ALL).
+    PostsuperRequeued { queue_id: String },
+    /// Postfix postsuper "Requeued: N messages" (once per postsuper -r run).
+    PostsuperRequeuedCount { count: u32 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,7 +335,13 @@ mod tests {
                             vec![queue_id]
                         }
                         Record::Notification { queue_id, notice } => vec![queue_id, notice],
-                        Record::Requeued { queue_id, original } => vec![queue_id, original],
+                        Record::Requeued {
+                            queue_id, original, ..
+                        } => vec![queue_id, original],
+                        Record::Entered { queue_id } | Record::PostsuperRequeued { queue_id } => {
+                            vec![queue_id]
+                        }
+                        Record::PostsuperRequeuedCount { .. } => vec![],
                     };
                     for id in ids {
                         assert!(!id.is_empty() && message.contains(id.as_str()), "{r:?}");

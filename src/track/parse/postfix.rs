@@ -28,10 +28,14 @@
 //!   (DSN SUCCESS), `sender delay`, `postmaster non-delivery` and `postmaster delay` notifications:
 //!   [`Record::Notification`]. Other bounce lines with a queue id are NotUnderstood.
 //! - pickup `NEWQID: uid=N from=<s> orig_id=OLDQID` (mail requeued with postsuper -r):
-//!   [`Record::Requeued`]; without `orig_id=` it is new mail, Ignored; other pickup lines with a
-//!   queue id are NotUnderstood.
-//! - postsuper `requeued`, `placed on hold`, `released from hold`, `expired`: Ignored (the
-//!   outcome follows in other lines); other postsuper lines with a queue id are NotUnderstood.
+//!   [`Record::Requeued`]; without `orig_id=` it is new mail, [`Record::Entered`]; other pickup
+//!   lines with a queue id are NotUnderstood.
+//! - smtpd `QID: client=...` and cleanup `QID: message-id=...`: [`Record::Entered`] (the
+//!   message is in our queue; a content filter's hop is known by it).
+//! - postsuper `QID: requeued` and `Requeued: N messages`: [`Record::PostsuperRequeued`] and
+//!   [`Record::PostsuperRequeuedCount`]; `placed on hold`, `released from hold`, `expired`:
+//!   Ignored (the outcome follows in other lines); other postsuper lines with a queue id are
+//!   NotUnderstood.
 //! - Any other line with a queue id: NotUnderstood when it is a list of fields with a
 //!   `status=` field (an outcome in a shape not known: `relay=..., to=<...>, status=sent`),
 //!   else Ignored.
@@ -46,6 +50,11 @@ use std::net::IpAddr;
 
 /// Reads the message of a line of the Postfix service `service`.
 pub(super) fn parse(service: &str, message: &str) -> Parsed {
+    if service == "postsuper" {
+        if let Some(count) = requeued_count(message) {
+            return records(Record::PostsuperRequeuedCount { count });
+        }
+    }
     let Some((queue_id, rest)) = message.split_once(": ") else {
         return Parsed::Ignored;
     };
@@ -82,7 +91,8 @@ pub(super) fn parse(service: &str, message: &str) -> Parsed {
         }
         "postsuper" => match rest {
             "removed" => records(Record::Removed { queue_id }),
-            "requeued" | "placed on hold" | "released from hold" | "expired" => Parsed::Ignored,
+            "requeued" => records(Record::PostsuperRequeued { queue_id }),
+            "placed on hold" | "released from hold" | "expired" => Parsed::Ignored,
             _ => Parsed::NotUnderstood,
         },
         "bounce" => {
@@ -105,17 +115,31 @@ pub(super) fn parse(service: &str, message: &str) -> Parsed {
             if !rest.starts_with("uid=") {
                 return Parsed::NotUnderstood;
             }
+            let uid = rest["uid=".len()..]
+                .split(' ')
+                .next()
+                .and_then(|u| u.parse().ok());
             match rest.rsplit_once(" orig_id=") {
                 Some((_, original)) if is_queue_id(original) => records(Record::Requeued {
                     queue_id,
                     original: original.to_string(),
+                    uid,
                 }),
                 Some(_) => Parsed::NotUnderstood,
-                None => Parsed::Ignored,
+                None => records(Record::Entered { queue_id }),
             }
         }
+        "smtpd" if rest.starts_with("client=") => records(Record::Entered { queue_id }),
+        "cleanup" if rest.starts_with("message-id=") => records(Record::Entered { queue_id }),
         _ => other(rest, "status="),
     }
+}
+
+/// postsuper's "Requeued: N message" / "Requeued: N messages".
+fn requeued_count(message: &str) -> Option<u32> {
+    let rest = message.strip_prefix("Requeued: ")?;
+    let (n, word) = rest.split_once(' ')?;
+    matches!(word, "message" | "messages").then(|| n.parse().ok())?
 }
 
 /// Short ids are upper-case hex; long ones (`enable_long_queue_ids`) letters and digits.
@@ -486,7 +510,9 @@ mod tests {
         assert_eq!(l.ident, "postfix/submission/smtpd");
         assert_eq!(
             super::super::parse(Mta::Postfix, l.ident, l.message),
-            Parsed::Ignored
+            Parsed::Records(vec![Record::Entered {
+                queue_id: "3B3AE9AC053".into()
+            }])
         );
         assert_eq!(
             run(
@@ -515,12 +541,23 @@ mod tests {
                 }
             );
         }
-        for other in [
-            "requeued",
-            "placed on hold",
-            "released from hold",
-            "expired",
-        ] {
+        assert_eq!(
+            one_record(
+                Mta::Postfix,
+                "Nov 29 21:06:33 mx postfix/postsuper[9]: 3B3AE9AC053: requeued"
+            ),
+            Record::PostsuperRequeued {
+                queue_id: "3B3AE9AC053".into()
+            }
+        );
+        for (line, count) in [("Requeued: 1 message", 1), ("Requeued: 12 messages", 12)] {
+            let line = format!("Nov 29 21:06:33 mx postfix/postsuper[9]: {line}");
+            assert_eq!(
+                one_record(Mta::Postfix, &line),
+                Record::PostsuperRequeuedCount { count }
+            );
+        }
+        for other in ["placed on hold", "released from hold", "expired"] {
             let line = format!("Nov 29 21:06:33 mx postfix/postsuper[9]: 3B3AE9AC053: {other}");
             assert_eq!(run(Mta::Postfix, &line), Parsed::Ignored, "{other}");
         }
@@ -625,15 +662,27 @@ mod tests {
             ),
             Record::Requeued {
                 queue_id: "4T02Hr4S5hz9vf6k".into(),
-                original: "3B3AE9AC053".into()
+                original: "3B3AE9AC053".into(),
+                uid: Some(0),
             }
         );
         assert_eq!(
-            run(
+            one_record(
                 Mta::Postfix,
                 "Nov 29 21:06:33 mx postfix/pickup[8]: 3B3AE9AC053: uid=1000 from=<a@example.org>"
             ),
-            Parsed::Ignored
+            Record::Entered {
+                queue_id: "3B3AE9AC053".into()
+            }
+        );
+        assert_eq!(
+            one_record(
+                Mta::Postfix,
+                "Nov 29 21:06:33 mx postfix/cleanup[3]: 3B3AE9AC053: message-id=<1@example.org>"
+            ),
+            Record::Entered {
+                queue_id: "3B3AE9AC053".into()
+            }
         );
     }
 
@@ -642,7 +691,6 @@ mod tests {
         for line in [
             "Nov 29 21:06:33 mx postfix/smtpd[2]: NOQUEUE: reject: RCPT from c.example.org[192.0.2.9]: 554 5.7.1 <x@example.org>: Relay access denied; from=<a@example.org> to=<x@example.org> proto=ESMTP helo=<c>",
             "Nov 29 21:06:33 mx postfix/smtpd[2]: connect from c.example.org[192.0.2.9]",
-            "Nov 29 21:06:33 mx postfix/cleanup[3]: 3B3AE9AC053: message-id=<1@example.org>",
             "Nov 29 21:06:33 mx postfix/smtp[1]: warning: 3B3AE9AC053: something",
             "Nov 29 21:06:33 mx postfix/smtp[1]: Trusted TLS connection established to mx.example.org[192.0.2.1]:25: TLSv1.3",
             "Nov 29 21:06:33 mx postfixadmin[1]: 3B3AE9AC053: removed",

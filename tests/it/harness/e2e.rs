@@ -984,6 +984,77 @@ impl Postfix {
         assert!(out.status.success(), "postfix reload: {}", self.context());
     }
 
+    /// Adds a master.cf entry (a service line, its `-o` options included) and reloads, so
+    /// that master starts it.
+    pub fn add_service(&self, entry: &str) {
+        let master = self.etc.join("master.cf");
+        let mut text = read_lossy(&master);
+        text.push_str(entry.trim_end());
+        text.push('\n');
+        fs::write(&master, text).unwrap();
+        self.reload();
+    }
+
+    /// Runs `postsuper -c ETC ARGS` (as root: it needs the queue), failing the test if it
+    /// fails; then wakes pickup (`postkick`), which would otherwise look at the maildrop, where
+    /// `postsuper -r` puts a message, only once a minute.
+    pub fn postsuper(&self, args: &[&str]) {
+        let out = run(Command::new(sbin("postsuper"))
+            .arg("-c")
+            .arg(&self.etc)
+            .args(args));
+        assert!(
+            out.status.success(),
+            "postsuper {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.context()
+        );
+        run(Command::new(sbin("postkick"))
+            .arg("-c")
+            .arg(&self.etc)
+            .args(["public", "pickup", "W"]));
+    }
+
+    /// `postfix logrotate`: postlogd's `maillog_file` renamed with the date as its suffix, a
+    /// new one opened, the old one compressed at once (`maillog_file_compressor`, gzip);
+    /// returns the compressed file once it is there.
+    pub fn logrotate(&self) -> PathBuf {
+        let out = self
+            .postfix(&["logrotate"])
+            .expect("postfix logrotate finishes");
+        assert!(
+            out.status.success(),
+            "postfix logrotate: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            self.context()
+        );
+        let name = self
+            .maillog
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        wait_for(
+            "postfix logrotate to compress the old maillog",
+            || {
+                let mut plain = false;
+                let mut gz = None;
+                for entry in fs::read_dir(&self.base).ok()?.flatten() {
+                    let n = entry.file_name().to_string_lossy().into_owned();
+                    if n.starts_with(&format!("{name}.")) {
+                        if n.ends_with(".gz") {
+                            gz = Some(entry.path());
+                        } else {
+                            plain = true;
+                        }
+                    }
+                }
+                gz.filter(|_| !plain)
+            },
+            || self.context(),
+        )
+    }
+
     fn master_pid(&self) -> Option<String> {
         let pid = read_lossy(&self.base.join("queue/pid/master.pid"))
             .trim()
