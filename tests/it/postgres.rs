@@ -865,10 +865,14 @@ async fn transit_is_tracked_in_postgres() {
         .await;
     assert_eq!(status, Status::Continue);
     let dir = milter.dir.path();
+    // Dated now: the tracker refuses outcomes dated before their message was accepted.
+    let now = chrono::Local::now().format("%b %e %H:%M:%S");
     std::fs::write(
         dir.join("maillog"),
-        "Nov 29 21:06:33 mx postfix/smtp[24393]: 3B3AE9AC053: to=<carol@transit.example>, relay=mx.transit.example[192.0.2.25]:25, delay=0.5, delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4T02Hr4S5hz9vf6k)\n\
-         Nov 29 21:06:33 mx postfix/qmgr[24385]: 3B3AE9AC053: removed\n",
+        format!(
+            "{now} mx postfix/smtp[24393]: 3B3AE9AC053: to=<carol@transit.example>, relay=mx.transit.example[192.0.2.25]:25, delay=0.5, delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4T02Hr4S5hz9vf6k)\n\
+             {now} mx postfix/qmgr[24385]: 3B3AE9AC053: removed\n"
+        ),
     )
     .unwrap();
     for _ in 0..2 {
