@@ -182,6 +182,23 @@ impl FileFollower {
         }
     }
 
+    /// What the end of a read means for the poll: the file was replaced (start over), the
+    /// budget is spent (return, more to come), or the file's end (read on if there is room).
+    fn after_read(&mut self, stop: Stop, room: bool) -> io::Result<Flow> {
+        Ok(match stop {
+            Stop::Replaced => {
+                self.on_replaced()?;
+                Flow::Again
+            }
+            Stop::Budget => {
+                self.more = true;
+                Flow::Return
+            }
+            Stop::End if room => Flow::On,
+            Stop::End => Flow::Return,
+        })
+    }
+
     fn poll_into(&mut self, out: &mut Vec<Line>, max: usize) -> io::Result<()> {
         if let Some(init) = self.pending.take() {
             if let Err(e) = self.resolve(&init) {
@@ -204,17 +221,11 @@ impl FileFollower {
                 self.on_replaced()?;
                 continue;
             }
-            match cur.read_lines(out, max, &mut self.budget)? {
-                Stop::Replaced => {
-                    self.on_replaced()?;
-                    continue;
-                }
-                Stop::Budget => {
-                    self.more = true;
-                    break;
-                }
-                Stop::End if out.len() < max => {}
-                Stop::End => break,
+            let stop = cur.read_lines(out, max, &mut self.budget)?;
+            match self.after_read(stop, out.len() < max)? {
+                Flow::Again => continue,
+                Flow::Return => break,
+                Flow::On => {}
             }
             // All complete lines read: has the log moved on to another file?
             let Some((next, meta)) = self.moved_on()? else {
@@ -222,18 +233,13 @@ impl FileFollower {
             };
             let cur = self.cur.as_mut().expect("checked above");
             // Writes that landed between our read and the writer's switch.
-            match cur.read_lines(out, max, &mut self.budget)? {
-                Stop::Replaced => {
-                    self.on_replaced()?;
-                    continue;
-                }
-                Stop::Budget => {
-                    self.more = true;
-                    break;
-                }
-                Stop::End if out.len() < max => {}
-                Stop::End => break,
+            let stop = cur.read_lines(out, max, &mut self.budget)?;
+            match self.after_read(stop, out.len() < max)? {
+                Flow::Again => continue,
+                Flow::Return => break,
+                Flow::On => {}
             }
+            let cur = self.cur.as_mut().expect("checked above");
             if let Some(line) = cur.take_partial() {
                 out.push(line);
             }
@@ -532,6 +538,13 @@ enum Next {
     Replaced,
     /// The poll's budget is spent.
     Budget,
+}
+
+/// What a poll does next, after a read.
+enum Flow {
+    On,
+    Again,
+    Return,
 }
 
 /// Why [`Tracked::read_lines`] stopped.

@@ -14,7 +14,7 @@ use std::{
     io::Write,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 fn docs(name: &str) -> String {
@@ -199,16 +199,6 @@ fn age(path: &Path, days: i64) {
         .unwrap();
 }
 
-fn journal_remote() -> Option<PathBuf> {
-    [
-        "/usr/lib/systemd/systemd-journal-remote",
-        "/lib/systemd/systemd-journal-remote",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
 /// A journal file in `dir` with one entry of `ident` `days` ago (written by
 /// systemd-journal-remote from the journal export format).
 fn journal_with_entry(dir: &Path, ident: &str, days: i64) {
@@ -219,26 +209,7 @@ fn journal_with_entry(dir: &Path, ident: &str, days: i64) {
         "__REALTIME_TIMESTAMP={micros}\n__MONOTONIC_TIMESTAMP=1\n_BOOT_ID=0123456789abcdef0123456789abcdef\n\
          _HOSTNAME=mx\nSYSLOG_IDENTIFIER={ident}\nSYSLOG_FACILITY=2\nMESSAGE=connect from unknown\n\n"
     );
-    let mut child = Command::new(journal_remote().unwrap())
-        .arg(format!("--output={}", dir.join("remote.journal").display()))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(export.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::write_journal(&dir.join("remote.journal"), &export);
 }
 
 /// Installs the logrotate drop-in `example` of docs/examples for `log`, as
@@ -279,7 +250,7 @@ fn logrotate_says(conf: &Path, state: &Path) -> Option<String> {
 #[test]
 fn mta_logs_findings_come_and_go() {
     let has_journal = crate::common::can_run(
-        journal_remote().is_some(),
+        crate::common::journal_remote().is_some(),
         "systemd-journal-remote is not installed (scripts/setup-test-deps)",
     );
     let has_logrotate = crate::common::can_run(
@@ -406,7 +377,7 @@ fn mta_logs_findings_come_and_go() {
 #[test]
 fn every_sendmail_program_counts() {
     let has_journal = crate::common::can_run(
-        journal_remote().is_some(),
+        crate::common::journal_remote().is_some(),
         "systemd-journal-remote is not installed (scripts/setup-test-deps)",
     );
     let tmp = tempfile::tempdir().unwrap();

@@ -16,8 +16,8 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -486,16 +486,6 @@ fn days_roll_over_and_expire() {
     assert_eq!(names, expected);
 }
 
-fn journal_remote() -> Option<PathBuf> {
-    [
-        "/usr/lib/systemd/systemd-journal-remote",
-        "/lib/systemd/systemd-journal-remote",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
 /// A journal file `file` with these entries (identifier, pid, facility, message), written by
 /// systemd-journal-remote from the journal export format.
 fn write_journal(file: &Path, first: i64, entries: &[(&str, u32, u8, String)]) {
@@ -509,26 +499,7 @@ fn write_journal(file: &Path, first: i64, entries: &[(&str, u32, u8, String)]) {
             first + n as i64 + 1
         ));
     }
-    let mut child = Command::new(journal_remote().unwrap())
-        .arg(format!("--output={}", file.display()))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(export.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::write_journal(file, &export);
 }
 
 /// From the journal: every mail entry (Postfix's, Dovecot's) as a syslog line, pseudonymised,
@@ -536,7 +507,7 @@ fn write_journal(file: &Path, first: i64, entries: &[(&str, u32, u8, String)]) {
 #[test]
 fn journal_entries_are_copied_as_syslog_lines() {
     if !crate::common::can_run(
-        journal_remote().is_some(),
+        crate::common::journal_remote().is_some(),
         "systemd-journal-remote is not installed (scripts/setup-test-deps)",
     ) {
         return;

@@ -583,3 +583,39 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// systemd-journal-remote, which writes a journal file from the journal export format.
+pub fn journal_remote() -> Option<std::path::PathBuf> {
+    [
+        "/usr/lib/systemd/systemd-journal-remote",
+        "/lib/systemd/systemd-journal-remote",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Appends the entries of `export` (the journal export format) to the journal file `file`.
+pub fn write_journal(file: &std::path::Path, export: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(journal_remote().expect("systemd-journal-remote"))
+        .arg(format!("--output={}", file.display()))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(export.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
