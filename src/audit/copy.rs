@@ -2,13 +2,13 @@
 //! track`): its files kept no longer than `retention.mta_logs`, not behind the log it copies,
 //! and no raw personal field in its newest lines.
 
-use super::{logs, span, Finding};
+use super::{journal_name, logs, span, Finding};
 use crate::{
     config::{Config, LogSource},
     logcopy::Rewriter,
     maillog::is_mta,
     privacy::Pseudonymiser,
-    track::COPY_CURRENT as CURRENT,
+    track::{self, COPY_CURRENT as CURRENT},
 };
 use chrono::{DateTime, Utc};
 use std::{
@@ -118,10 +118,18 @@ fn lag(config: &Config, current: &Path, newest_first: &[&Path]) -> Finding {
             config.tracking.path.display().to_string(),
             logs::newest_line(&config.tracking.path, is_mta),
         ),
-        LogSource::Journald => (
-            "the journal".to_string(),
-            logs::journal_newest(&config.audit.journal).map(|e| e.map(|(time, _)| time)),
-        ),
+        LogSource::Journald => {
+            // The journal the tracker reads: tracking.path when it names one, as `track` takes it.
+            let journal = if track::names_journal(&config.tracking.path) {
+                &config.tracking.path
+            } else {
+                &config.audit.journal
+            };
+            (
+                journal_name(journal),
+                logs::journal_newest(journal).map(|e| e.map(|(time, _)| time)),
+            )
+        }
     };
     let newest =
         match newest {

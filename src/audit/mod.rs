@@ -247,11 +247,7 @@ fn journal_findings(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
     let (limit, setting) = raw_limit(config);
     let audit = &config.audit;
     let mut findings = Vec::new();
-    let journal_name = if audit.journal.as_os_str().is_empty() {
-        "the system journal".to_string()
-    } else {
-        audit.journal.display().to_string()
-    };
+    let journal_name = journal_name(&audit.journal);
     let held = match logs::journal_oldest(&audit.journal) {
         Ok(held) => held,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -346,6 +342,15 @@ fn journal_findings(config: &Config, now: DateTime<Utc>) -> Vec<Finding> {
         }
     });
     findings
+}
+
+/// A journal as findings name it: its directory or file, or "the system journal" for "".
+fn journal_name(journal: &std::path::Path) -> String {
+    if journal.as_os_str().is_empty() {
+        "the system journal".to_string()
+    } else {
+        journal.display().to_string()
+    }
 }
 
 /// "3 days 4 hours", "2 hours 5 minutes", "40 seconds".

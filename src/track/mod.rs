@@ -209,12 +209,18 @@ impl Source {
     }
 }
 
+/// Whether `tracking.path` names a journal (a directory, or a `.journal` file) for
+/// `source = "journald"`; otherwise the tracker reads the system journal.
+pub fn names_journal(path: &Path) -> bool {
+    path.is_dir() || path.extension().is_some_and(|e| e == "journal")
+}
+
 /// `journalctl` reads the system journal, unless `tracking.path` names a journal file or
 /// directory (a container's, say).
 fn journal_args(path: &Path) -> Vec<String> {
     if path.is_dir() {
         vec![format!("--directory={}", path.display())]
-    } else if path.extension().is_some_and(|e| e == "journal") {
+    } else if names_journal(path) {
         vec![format!("--file={}", path.display())]
     } else {
         match journal::machine_match() {

@@ -724,6 +724,51 @@ async fn connections_that_could_not_edit() {
     assert!(text.contains("1 event"), "{text}");
 }
 
+/// With `tracking.source = "journald"` and `tracking.path` naming a journal directory (not the
+/// system journal), the copy's lag is measured against the journal the tracker reads, not
+/// `audit.journal`: an empty copy of a journal with MTA entries is behind until the real
+/// tracker has copied them.
+#[test]
+fn the_copy_lag_is_against_the_tracked_journal() {
+    if !crate::common::can_run(
+        journal_remote().is_some(),
+        "systemd-journal-remote is not installed (scripts/setup-test-deps)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let tracked = d.join("tracked");
+    let copy = d.join("copy");
+    // audit.journal: a journal directory without an entry.
+    std::fs::create_dir_all(d.join("journal")).unwrap();
+    std::fs::create_dir_all(&copy).unwrap();
+    journal_with_entry(&tracked, "postfix/smtpd", 0);
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8896@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: format!("source = \"journald\"\npath = \"{}\"", tracked.display()),
+        contact: "privacy@example.org",
+        extra: format!(
+            "[privacy]\nip = \"truncated\"\naddress = \"domain\"\n[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
+            copy.display()
+        ),
+        env: Vec::new(),
+    };
+    let text = setup.fails("mta_logs.copy_lag", "the copy");
+    assert!(
+        text.contains(&tracked.display().to_string()) && text.contains("has none"),
+        "{text}"
+    );
+    setup.succeeds(&["track", "--once"]);
+    let text = setup.holds("mta_logs.copy_lag");
+    assert!(
+        text.contains(&format!("the newest MTA line of {}", tracked.display())),
+        "{text}"
+    );
+}
+
 /// With a pseudonymised copy (`[mta_logs] copy`, written by the real `privacy-milter track`):
 /// raw lines are held to `mta_logs.raw_window`, not `retention.mta_logs`; the copy's age, its
 /// lag behind the log and any raw field in it are found. Each finding goes once its cause is
