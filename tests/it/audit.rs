@@ -731,7 +731,7 @@ async fn connections_that_could_not_edit() {
 #[test]
 fn the_copy_lag_is_against_the_tracked_journal() {
     if !crate::common::can_run(
-        journal_remote().is_some(),
+        crate::common::journal_remote().is_some(),
         "systemd-journal-remote is not installed (scripts/setup-test-deps)",
     ) {
         return;
