@@ -532,6 +532,20 @@ fn scenario(test: &str, policy_ip: &str, address: &str) {
         );
     }
 
+    // Dovecot's logins kept as lines of their shape, the user and the remote IP pseudonyms.
+    let (user, rip) = if policy_ip == "hmac" {
+        ("user=<hmac:", "rip=hmac:")
+    } else {
+        ("user=<@test.example>", "rip=203.0.113.0/24")
+    };
+    for service in ["imap-login", "pop3-login"] {
+        let prefix = format!(" dovecot: {service}: Login: {user}");
+        assert!(
+            copy.iter().any(|l| l.contains(&prefix) && l.contains(rip)),
+            "no {prefix}...{rip} line in the copy"
+        );
+    }
+
     // A client's IP in the copy is its event's (`client=NAME[IP]` of that queue id).
     for (qid, event) in [
         (&auth_qid, &auth_event),
