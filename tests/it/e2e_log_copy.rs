@@ -8,12 +8,15 @@
 //! as in its message's event; pflogsumm counts the same messages in the copy as in the raw log.
 //!
 //! Remote clients are presented from loopback, as a proxy would: XCLIENT to Postfix, IMAP `ID
-//! x-originating-ip` and POP3 `XCLIENT` to Dovecot (loopback, which stays in clear in the copy
-//! by design, is the only real peer here: Postfix relays to the sink on 127.0.0.1, so the relay
-//! IP and name rewriting is left to tests/it/log_copy.rs).
+//! x-originating-ip` and POP3 `XCLIENT` to Dovecot (loopback stays in clear in the copy by
+//! design). The relay (the sink) is at 198.51.100.25, on the loopback of a network namespace
+//! of the test's own.
 use crate::{
     common::{case_config, json_lines},
-    e2e::{self, compose, new_message_id, Dovecot, Milter, Postfix, PostfixLab, Rsyslog, Sink},
+    e2e::{
+        self, compose, new_message_id, Dovecot, Milter, NetNamespace, Postfix, PostfixLab, Rsyslog,
+        Sink,
+    },
     log_copy::{copy_lines, start_tracker},
 };
 use privacy_milter::internals::logcopy::{
@@ -38,6 +41,8 @@ const SECRETS: &[&str] = &[
     "198.51.100.37",
     "198-51-100-37",
     "198.51.100.47",
+    // The relay's IP (Postfix's `relay=IP[IP]:PORT`).
+    "198.51.100.25",
     "198-51-100-47",
     // The HELO name (swaks says EHLO again after XCLIENT: its own name is the one logged).
     "client.e2e",
@@ -59,7 +64,8 @@ const SECRETS: &[&str] = &[
     "dave.pop",
 ];
 
-const MAIN_CF: &str = "mynetworks = 127.0.0.0/8";
+/// The relay (the sink), at an address of the lab's own network that does not look local.
+const RELAY: &str = "198.51.100.25";
 
 /// The lab: rsyslogd, Postfix (syslog), Dovecot (syslog), the milter, the sink, the tracker.
 /// Drop stops the tracker, Dovecot and Postfix, then rsyslogd, then the rest.
@@ -69,6 +75,8 @@ struct LogLab {
     lab: PostfixLab,
     rsyslog: Option<Rsyslog>,
     tracker_log: PathBuf,
+    /// Last: the thread leaves the lab's network once all is stopped.
+    _net: NetNamespace,
 }
 
 impl Drop for LogLab {
@@ -85,6 +93,7 @@ impl Drop for LogLab {
 
 impl LogLab {
     fn start(ip: &str, address: &str) -> Self {
+        let net = NetNamespace::enter(&[RELAY]);
         let dir = tempfile::Builder::new()
             .prefix("pm-e2e-logcopy.")
             .tempdir()
@@ -92,13 +101,14 @@ impl LogLab {
         let d = dir.path();
         fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let rsyslog = Rsyslog::start(d);
-        let sink = Sink::start(d);
+        let sink = Sink::start_at(d, "sink", RELAY, &[]);
         let extra = case_config("e2e_log_copy/milter.toml", d)
             .replace("@IP@", ip)
             .replace("@ADDRESS@", address);
         let milter = Milter::start_with_events(d, e2e::Socket::Tcp, &["jsonl", "ledger"], &extra);
+        let main_cf = format!("relayhost = [{RELAY}]:{}", sink.port);
         let postfix =
-            Postfix::start_with_syslog(d, sink.port, &milter.postfix_spec, MAIN_CF, &rsyslog);
+            Postfix::start_with_syslog(d, sink.port, &milter.postfix_spec, &main_cf, &rsyslog);
         let dovecot = Dovecot::start(
             d,
             &rsyslog,
@@ -119,6 +129,7 @@ impl LogLab {
             },
             rsyslog: Some(rsyslog),
             tracker_log,
+            _net: net,
         }
     }
 

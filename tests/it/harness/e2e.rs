@@ -526,6 +526,11 @@ impl Sink {
     /// A sink in `dir/NAME` with more smtp-sink options: `["-r", "RCPT"]` defers every
     /// recipient (4xx), `["-f", "RCPT"]` refuses them (5xx).
     pub fn start_with(dir: &Path, name: &str, options: &[&str]) -> Self {
+        Self::start_at(dir, name, "127.0.0.1", options)
+    }
+
+    /// A sink listening on `address` (one of [`NetNamespace`]'s, say).
+    pub fn start_at(dir: &Path, name: &str, address: &str, options: &[&str]) -> Self {
         let sdir = dir.join(name);
         fs::create_dir_all(&sdir).unwrap();
         chown(&sdir, "nobody");
@@ -538,7 +543,7 @@ impl Sink {
                 .arg("nobody")
                 .arg("-d")
                 .arg(format!("{}/msg.", sdir.display()))
-                .arg(format!("127.0.0.1:{port}"))
+                .arg(format!("{address}:{port}"))
                 .arg("256")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -555,7 +560,7 @@ impl Sink {
                 if let Some(status) = sink.proc.exited() {
                     panic!("smtp-sink exited at start: {status}");
                 }
-                port_open(port).then_some(())
+                TcpStream::connect((address, port)).is_ok().then_some(())
             },
             String::new,
         );
@@ -1537,6 +1542,53 @@ impl SendmailLab {
             || self.context(),
         );
         (qid.clone(), captures, self.milter.event(&qid))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A network of the test's own
+
+/// The calling thread in a network namespace of its own (root only), its loopback up with
+/// these extra addresses: the processes it starts then have peers that do not look local
+/// (a relay at 198.51.100.25, say), and nothing of the machine's network changes. Namespaces
+/// are per thread: the other tests are not in it. Drop puts the thread back.
+pub struct NetNamespace {
+    original: fs::File,
+}
+
+impl NetNamespace {
+    pub fn enter(addresses: &[&str]) -> Self {
+        let original = fs::File::open("/proc/thread-self/ns/net").unwrap();
+        // SAFETY: unshare(2) with a flag, no pointers.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        let ns = Self { original };
+        let ip = |args: &[&str]| {
+            let out = run(Command::new(sbin("ip")).args(args));
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["link", "set", "lo", "up"]);
+        for address in addresses {
+            ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+        }
+        ns
+    }
+}
+
+impl Drop for NetNamespace {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a descriptor this owns.
+        unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
     }
 }
 
