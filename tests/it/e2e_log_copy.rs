@@ -371,10 +371,17 @@ fn available(test: &str) -> bool {
     e2e::postfix_available(test)
         && e2e::dovecot_available(test)
         && crate::common::can_run(
-            ["/usr/sbin/logrotate", "/usr/sbin/pflogsumm"]
-                .iter()
-                .all(|p| Path::new(p).is_file()),
-            &format!("{test}: logrotate or pflogsumm missing (scripts/setup-test-deps)"),
+            [
+                "/usr/sbin/logrotate",
+                "/usr/sbin/pflogsumm",
+                "/usr/sbin/smtp-source",
+                "/usr/sbin/ip",
+            ]
+            .iter()
+            .all(|p| Path::new(p).is_file()),
+            &format!(
+                "{test}: logrotate, pflogsumm, smtp-source or ip missing (scripts/setup-test-deps)"
+            ),
         )
         && crate::common::can_run_as_root(&format!(
             "{test}: mount namespaces for /dev/log need root"
