@@ -261,7 +261,6 @@ impl FileFollower {
 
     /// The position after the last line returned (once a rotated file is finished: the start of
     /// the next one, which is equivalent).
-    #[cfg(test)]
     pub fn position(&self) -> Option<Position> {
         match &self.cur {
             Some(cur) => Some(cur.position()),

@@ -152,6 +152,18 @@ impl Source {
         }
     }
 
+    /// Where a file's reading starts, before any line is read (None for the journal, whose
+    /// start has no cursor, and while the file is missing).
+    fn start(&self, config: &Config) -> Option<Place> {
+        match self {
+            Source::File(f) => Some(Place::File {
+                path: config.tracking.path.clone(),
+                position: f.position()?,
+            }),
+            Source::Journal(_) => None,
+        }
+    }
+
     fn poll(&mut self, timeout: Duration) -> std::io::Result<Vec<Read>> {
         match self {
             Source::File(f) => Ok(f
@@ -373,6 +385,15 @@ pub fn run(config: &Config, once: bool, stop: Arc<AtomicBool>) -> Result<Counts,
         pseudonymiser(config),
     )?;
     let mut source = Source::open(config, place.clone(), !once);
+    // A first run with the copy saves where it starts before it copies a line: killed before
+    // its first batch is saved, it then starts again there, its copy cut back to what it held
+    // at the start. Without a saved place it would go on at the copy's end and read the log
+    // from its beginning again: the lines of that batch twice, or, the log rotated meanwhile,
+    // the rotated lines not at all.
+    if place.is_none() && config.mta_logs.copies() {
+        place = source.start(config);
+        save_state(config, place.as_ref(), &mut copy)?;
+    }
     let mut tracker = Tracker {
         config,
         mta: match t.mta {

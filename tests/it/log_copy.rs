@@ -107,7 +107,7 @@ fn append(path: &Path, range: std::ops::Range<usize>, all: &mut Vec<Raw>) {
 }
 
 /// The copy's lines in order: the rotated files (decompressed), then `mail.log`.
-fn copy_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn copy_lines(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|d| {
             d.map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -137,7 +137,7 @@ fn copy_bytes(dir: &Path) -> String {
 }
 
 /// `privacy-milter track` with `config`, following the log; its output to `log`.
-fn start_tracker(config: &Path, log: &Path) -> Child {
+pub(crate) fn start_tracker(config: &Path, log: &Path) -> Child {
     let out = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -571,4 +571,32 @@ fn journal_entries_are_copied_as_syslog_lines() {
         chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
         "{stamp}"
     );
+}
+
+/// A first run killed before it saved a batch (here held by a locked ledger after copying it):
+/// the next run starts where the first started, so each line is in the copy once, not the
+/// first batch twice.
+#[test]
+fn killed_before_its_first_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("log")).unwrap();
+    let config = d.join("privacy-milter.toml");
+    fs::write(&config, case_config("log_copy/truncated.toml", d)).unwrap();
+    // The ledger made, no place saved (no log yet).
+    track_once(&config);
+    assert!(!d.join("track.state").exists());
+    let mut raw = Vec::new();
+    append(&d.join("log/mail.log"), 0..50, &mut raw);
+    let ledger = rusqlite::Connection::open(d.join("ledger.sqlite")).unwrap();
+    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let tracker_log = d.join("tracker.log");
+    let mut tracker = start_tracker(&config, &tracker_log);
+    wait_for_lines(&d.join("mta"), 50, &tracker_log);
+    tracker.kill().unwrap();
+    tracker.wait().unwrap();
+    drop(ledger);
+    append(&d.join("log/mail.log"), 50..60, &mut raw);
+    track_once(&config);
+    assert_each_line_once(&copy_lines(&d.join("mta")), &raw);
 }

@@ -37,6 +37,7 @@ mod disk_full;
 mod dry_run;
 mod durability;
 mod e2e_dkim;
+mod e2e_log_copy;
 mod e2e_postfix;
 mod e2e_sendmail;
 mod e2e_transit;

@@ -526,6 +526,11 @@ impl Sink {
     /// A sink in `dir/NAME` with more smtp-sink options: `["-r", "RCPT"]` defers every
     /// recipient (4xx), `["-f", "RCPT"]` refuses them (5xx).
     pub fn start_with(dir: &Path, name: &str, options: &[&str]) -> Self {
+        Self::start_at(dir, name, "127.0.0.1", options)
+    }
+
+    /// A sink listening on `address` (one of [`NetNamespace`]'s, say).
+    pub fn start_at(dir: &Path, name: &str, address: &str, options: &[&str]) -> Self {
         let sdir = dir.join(name);
         fs::create_dir_all(&sdir).unwrap();
         chown(&sdir, "nobody");
@@ -538,7 +543,7 @@ impl Sink {
                 .arg("nobody")
                 .arg("-d")
                 .arg(format!("{}/msg.", sdir.display()))
-                .arg(format!("127.0.0.1:{port}"))
+                .arg(format!("{address}:{port}"))
                 .arg("256")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -555,7 +560,7 @@ impl Sink {
                 if let Some(status) = sink.proc.exited() {
                     panic!("smtp-sink exited at start: {status}");
                 }
-                port_open(port).then_some(())
+                TcpStream::connect((address, port)).is_ok().then_some(())
             },
             String::new,
         );
@@ -797,6 +802,9 @@ pub struct Postfix {
     pub port: u16,
     pub maillog: PathBuf,
     running: bool,
+    /// Shell run before each `postfix` command, in a mount namespace of its own (the
+    /// syslog socket of [`Rsyslog`] put at `/dev/log`), when Postfix logs through syslog.
+    namespace: Option<String>,
 }
 
 /// Settings every test instance gets; a line `key = value` in `extra` replaces the base
@@ -890,6 +898,30 @@ postlog unix-dgram n - n - 1 postlogd
 
 impl Postfix {
     pub fn start(base: &Path, sink_port: u16, milter: &str, extra_main_cf: &str) -> Self {
+        Self::start_logging(base, sink_port, milter, extra_main_cf, None)
+    }
+
+    /// The same, logging through `syslog` (an empty `maillog_file`: Postfix's own syslog
+    /// client, to `/dev/log`, as on Debian) instead of postlogd's file; `maillog` is then
+    /// rsyslog's file.
+    pub fn start_with_syslog(
+        base: &Path,
+        sink_port: u16,
+        milter: &str,
+        extra_main_cf: &str,
+        syslog: &Rsyslog,
+    ) -> Self {
+        let extra = format!("{extra_main_cf}\nmaillog_file =\n");
+        Self::start_logging(base, sink_port, milter, &extra, Some(syslog))
+    }
+
+    fn start_logging(
+        base: &Path,
+        sink_port: u16,
+        milter: &str,
+        extra_main_cf: &str,
+        syslog: Option<&Rsyslog>,
+    ) -> Self {
         for d in ["etc", "etc/sasl", "queue", "data"] {
             fs::create_dir_all(base.join(d)).unwrap();
         }
@@ -915,8 +947,9 @@ impl Postfix {
             base: base.to_path_buf(),
             etc,
             port,
-            maillog: base.join("maillog"),
+            maillog: syslog.map_or_else(|| base.join("maillog"), |s| s.maillog.clone()),
             running: false,
+            namespace: syslog.map(Rsyslog::dev_log_script),
         };
         let check = pf.postfix(&["check"]).expect("postfix check finishes");
         assert!(
@@ -946,10 +979,25 @@ impl Postfix {
     fn postfix(&self, args: &[&str]) -> Option<Output> {
         let out_path = self.base.join("postfix-command.out");
         let out = fs::File::create(&out_path).unwrap();
-        let mut child = Command::new(sbin("postfix"))
-            .arg("-c")
-            .arg(&self.etc)
-            .args(args)
+        let mut cmd = match &self.namespace {
+            None => {
+                let mut cmd = Command::new(sbin("postfix"));
+                cmd.arg("-c").arg(&self.etc).args(args);
+                cmd
+            }
+            Some(script) => {
+                let mut cmd = Command::new(sbin("unshare"));
+                cmd.args(["-m", "sh", "-c"])
+                    .arg(format!(
+                        "{script} && exec \"$0\" -c \"$1\" {}",
+                        args.join(" ")
+                    ))
+                    .arg(sbin("postfix"))
+                    .arg(&self.etc);
+                cmd
+            }
+        };
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -1565,5 +1613,323 @@ impl SendmailLab {
             || self.context(),
         );
         (qid.clone(), captures, self.milter.event(&qid))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A network of the test's own
+
+/// The calling thread in a network namespace of its own (root only), its loopback up with
+/// these extra addresses: the processes it starts then have peers that do not look local
+/// (a relay at 198.51.100.25, say), and nothing of the machine's network changes. Namespaces
+/// are per thread: the other tests are not in it. Drop puts the thread back.
+pub struct NetNamespace {
+    original: fs::File,
+}
+
+impl NetNamespace {
+    pub fn enter(addresses: &[&str]) -> Self {
+        let original = fs::File::open("/proc/thread-self/ns/net").unwrap();
+        // SAFETY: unshare(2) with a flag, no pointers.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        let ns = Self { original };
+        let ip = |args: &[&str]| {
+            let out = run(Command::new(sbin("ip")).args(args));
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["link", "set", "lo", "up"]);
+        for address in addresses {
+            ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+        }
+        ns
+    }
+}
+
+impl Drop for NetNamespace {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a descriptor this owns.
+        unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// rsyslog and Dovecot
+
+/// rsyslogd, Dovecot and python3 (the IMAP and POP client) are all there.
+pub fn dovecot_available(test: &str) -> bool {
+    available(
+        test,
+        "Dovecot and rsyslog",
+        &[
+            sbin("rsyslogd"),
+            sbin("dovecot"),
+            sbin("unshare"),
+            PathBuf::from("/usr/lib/dovecot/imap-login"),
+            PathBuf::from("/usr/lib/dovecot/pop3-login"),
+            PathBuf::from("/usr/bin/python3"),
+        ],
+    )
+}
+
+/// A private rsyslogd writing every `mail.*` message to `mail.log` in Debian 12's format
+/// (RFC 3339 time stamps), read from a socket of its own (`imuxsock`, not the system's
+/// `/dev/log`). Daemons that can only log to `/dev/log` (Postfix's and Dovecot's syslog
+/// clients) run in a mount namespace that puts that socket there: [`Rsyslog::dev_log_script`].
+pub struct Rsyslog {
+    proc: Group,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub maillog: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Rsyslog {
+    pub fn start(dir: &Path) -> Self {
+        let rdir = dir.join("rsyslog");
+        fs::create_dir_all(rdir.join("work")).unwrap();
+        let socket = rdir.join("log.sock");
+        let maillog = dir.join("log/mail.log");
+        fs::create_dir_all(maillog.parent().unwrap()).unwrap();
+        let pid_file = rdir.join("rsyslogd.pid");
+        let config = rdir.join("rsyslog.conf");
+        fs::write(
+            &config,
+            format!(
+                "global(workDirectory=\"{work}\")
+module(load=\"imuxsock\" SysSock.Use=\"off\")
+input(type=\"imuxsock\" Socket=\"{socket}\" CreatePath=\"on\")
+mail.* action(type=\"omfile\" file=\"{maillog}\" template=\"RSYSLOG_FileFormat\")
+",
+                work = rdir.join("work").display(),
+                socket = socket.display(),
+                maillog = maillog.display()
+            ),
+        )
+        .unwrap();
+        let out_path = rdir.join("rsyslogd.out");
+        let out = fs::File::create(&out_path).unwrap();
+        let mut proc = Group::spawn(
+            "rsyslogd",
+            Command::new(sbin("rsyslogd"))
+                .arg("-n")
+                .arg("-f")
+                .arg(&config)
+                .arg("-i")
+                .arg(&pid_file)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        );
+        wait_for(
+            "rsyslogd's socket",
+            || {
+                if let Some(status) = proc.exited() {
+                    panic!("rsyslogd exited ({status}):\n{}", read_lossy(&out_path));
+                }
+                (socket.exists() && pid_file.exists()).then_some(())
+            },
+            || read_lossy(&out_path),
+        );
+        // The device nodes a daemon needs, bound in from the real /dev by the script.
+        let dev = rdir.join("dev");
+        fs::create_dir_all(&dev).unwrap();
+        for name in ["null", "zero", "random", "urandom", "tty", "full", "log"] {
+            fs::write(dev.join(name), "").unwrap();
+        }
+        Self {
+            proc,
+            dir: rdir,
+            socket,
+            maillog,
+            pid_file,
+        }
+    }
+
+    /// Shell for `unshare -m sh -c`: a /dev of its own whose `log` is this rsyslogd's
+    /// socket, the other nodes bound in from the real /dev.
+    pub fn dev_log_script(&self) -> String {
+        let dev = self.dir.join("dev");
+        let d = dev.display();
+        format!(
+            "for n in null zero random urandom tty full; do mount --bind /dev/$n {d}/$n || exit 1; done \
+             && mount --bind {} {d}/log && mount --rbind {d} /dev",
+            self.socket.display()
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn maillog(&self) -> String {
+        read_lossy(&self.maillog)
+    }
+
+    /// SIGTERM (the lines it has written are in the file when it exits).
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+}
+
+/// A private Dovecot (IMAP and POP3 on loopback ports of its own, its own base_dir and state,
+/// users in a passwd-file) logging through `syslog` (facility mail) to an [`Rsyslog`]. Loopback
+/// clients are trusted (`login_trusted_networks`), so a test client presents a remote address
+/// as a proxy would: IMAP `ID ("x-originating-ip" ...)`, POP3 `XCLIENT ADDR=...`.
+pub struct Dovecot {
+    proc: Group,
+    pub dir: PathBuf,
+    pub imap_port: u16,
+    pub pop3_port: u16,
+}
+
+impl Dovecot {
+    /// `users`: (user, password); each gets a maildir under the lab, owned by nobody.
+    pub fn start(dir: &Path, syslog: &Rsyslog, users: &[(&str, &str)]) -> Self {
+        let ddir = dir.join("dovecot");
+        fs::create_dir_all(ddir.join("mail")).unwrap();
+        fs::create_dir_all(ddir.join("run")).unwrap();
+        fs::create_dir_all(ddir.join("state")).unwrap();
+        chown(&ddir.join("mail"), "nobody");
+        let passwd: String = users
+            .iter()
+            .map(|(user, password)| {
+                format!(
+                    "{user}:{{PLAIN}}{password}:65534:65534::{}/mail/{user}\n",
+                    ddir.display()
+                )
+            })
+            .collect();
+        fs::write(ddir.join("passwd"), passwd).unwrap();
+        let (imap_port, pop3_port) = (free_port(), free_port());
+        let config = ddir.join("dovecot.conf");
+        fs::write(
+            &config,
+            format!(
+                "base_dir = {d}/run
+state_dir = {d}/state
+instance_name = dovecot
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+login_trusted_networks = 127.0.0.0/8
+log_path = syslog
+syslog_facility = mail
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {d}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = {d}/passwd
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+",
+                d = ddir.display()
+            ),
+        )
+        .unwrap();
+        let out_path = ddir.join("dovecot.out");
+        let out = fs::File::create(&out_path).unwrap();
+        let mut proc = Group::spawn(
+            "dovecot",
+            Command::new(sbin("unshare"))
+                .args(["-m", "sh", "-c"])
+                .arg(format!(
+                    "{} && exec \"$0\" -F -c \"$1\"",
+                    syslog.dev_log_script()
+                ))
+                .arg(sbin("dovecot"))
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        );
+        wait_for(
+            "Dovecot to listen",
+            || {
+                if let Some(status) = proc.exited() {
+                    panic!("dovecot exited ({status}):\n{}", read_lossy(&out_path));
+                }
+                (port_open(imap_port) && port_open(pop3_port)).then_some(())
+            },
+            || read_lossy(&out_path),
+        );
+        Self {
+            proc,
+            dir: ddir,
+            imap_port,
+            pop3_port,
+        }
+    }
+
+    /// SIGTERM; Dovecot logs its shutdown and exits.
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    fn python(&self, script: &str) {
+        let out = run(Command::new("/usr/bin/python3").args(["-c", script]));
+        assert!(
+            out.status.success(),
+            "{script}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An IMAP login (and SELECT, LOGOUT) by `user`, presenting itself as from `client_ip`.
+    pub fn imap_login(&self, user: &str, password: &str, client_ip: &str) {
+        self.python(&format!(
+            "import imaplib\n\
+             c = imaplib.IMAP4('127.0.0.1', {port})\n\
+             c.xatom('ID', '(\"x-originating-ip\" \"{client_ip}\" \"x-originating-port\" \"40143\")')\n\
+             c.login('{user}', '{password}')\n\
+             c.select()\n\
+             c.logout()\n",
+            port = self.imap_port
+        ));
+    }
+
+    /// A POP3 login (and STAT, QUIT) by `user`, presenting itself as from `client_ip`.
+    pub fn pop3_login(&self, user: &str, password: &str, client_ip: &str) {
+        self.python(&format!(
+            "import poplib\n\
+             c = poplib.POP3('127.0.0.1', {port})\n\
+             c._shortcmd('XCLIENT ADDR={client_ip} PORT=40110')\n\
+             c.user('{user}')\n\
+             c.pass_('{password}')\n\
+             c.stat()\n\
+             c.quit()\n",
+            port = self.pop3_port
+        ));
     }
 }
