@@ -958,3 +958,97 @@ fn the_copy_and_the_raw_window() {
         }
     }
 }
+
+/// The raw-window drop-in of docs/examples run by the real logrotate (forced, as the day's run
+/// would): while the tracker is not running its prerotate fails and the raw file stays (the
+/// audit then says its lines outlive the window); once it runs, the day's file goes and no raw
+/// line is left in any file of the log's directory.
+#[test]
+fn the_raw_window_drop_in_rotates_only_behind_the_tracker() {
+    if !crate::common::can_run(
+        Path::new("/usr/sbin/logrotate").exists(),
+        "logrotate is not installed (scripts/setup-test-deps)",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let log = d.join("log");
+    let mail_log = log.join("mail.log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::create_dir_all(d.join("logrotate.d")).unwrap();
+    std::fs::create_dir_all(d.join("journald.conf.d")).unwrap();
+    std::fs::create_dir_all(d.join("journal")).unwrap();
+    let setup = Setup {
+        dir: d.to_path_buf(),
+        socket: "inet:8896@127.0.0.1".into(),
+        postfix_etc: d.join("no-postfix"),
+        tracking: format!("mta = \"sendmail\"\npath = \"{}\"", mail_log.display()),
+        contact: "privacy@example.org",
+        extra: format!(
+            "[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
+            d.join("copy").display()
+        ),
+        env: Vec::new(),
+    };
+    std::fs::write(d.join("journald.conf"), "[Journal]\n").unwrap();
+    let client = "203.0.113.78";
+    std::fs::write(
+        &mail_log,
+        line(
+            2,
+            "sm-mta",
+            &format!("x9EL4XLo001111: from=<a@example.org>, relay=[{client}]"),
+        ),
+    )
+    .unwrap();
+    // The drop-in as shipped, but for the test's paths: the unit's state stands for a file,
+    // and rsyslog (which is not running here) is not told to reopen.
+    let running = d.join("tracker-running");
+    let ours = docs("logrotate-mail-raw-window")
+        .replace("/var/log/mail.log", &mail_log.display().to_string())
+        .replace(
+            "systemctl is-active --quiet privacy-milter-track.service",
+            &format!("test -e {}", running.display()),
+        )
+        .replace("/usr/lib/rsyslog/rsyslog-rotate", "true");
+    assert!(
+        ours.contains("test -e") && ours.contains("rotate 0"),
+        "{ours}"
+    );
+    let conf = d.join("logrotate.conf");
+    std::fs::write(&conf, &ours).unwrap();
+    let rotate = || {
+        Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(d.join("lr.state"))
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let raw_left = || -> Vec<PathBuf> {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains(client)
+            })
+            .collect()
+    };
+
+    // The tracker down: logrotate refuses (the prerotate failed) and the line stays.
+    let out = rotate();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(raw_left(), std::slice::from_ref(&mail_log));
+    setup.fails("mta_logs.files", "mta_logs.raw_window is 1 day");
+
+    // The tracker running: the day's file goes, and with it every raw line.
+    std::fs::write(&running, "").unwrap();
+    let out = rotate();
+    assert!(out.status.success(), "{out:?}");
+    assert!(raw_left().is_empty(), "{:?}", raw_left());
+    setup.holds("mta_logs.files");
+}
