@@ -492,6 +492,10 @@ fn a_forged_requeue_line_moves_nothing() {
     assert_eq!(state_of(&list, &held), "deferred", "{list:#?}\n{said}");
     assert_eq!(list.len(), 1, "{list:#?}");
     assert!(said.contains("not believed"), "{said}");
+    // The warning names queue ids and the cause, not the forged line's sender or the mail's.
+    for raw in ["x@example.org", "dave@defer.example"] {
+        assert!(!said.contains(raw), "{raw} in the tracker's output: {said}");
+    }
 
     // The administrator requeues it for real.
     lab.postfix.postsuper(&["-r", &held]);

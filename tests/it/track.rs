@@ -293,6 +293,10 @@ async fn implausible_lines_change_no_record() {
     );
     let warned = said.lines().filter(|l| l.contains("refused")).count();
     assert_eq!(warned, 6, "{said}");
+    // The warnings name the program and the cause: nothing of the lines' addresses or IPs.
+    for raw in ["carol@", "@transit.example", "192.0.2.25", "ccccc"] {
+        assert!(!said.contains(raw), "{raw} in the tracker's output: {said}");
+    }
     let out = run(&["transit", "--format", "json"]);
     let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let state: HashMap<&str, &str> = list
