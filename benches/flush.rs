@@ -13,6 +13,9 @@
 //! Run: `cargo bench --bench flush` (`-- --rounds N`). Under `cargo test` (no `--bench`) it
 //! only checks that every variant runs, on a few writes.
 
+mod common;
+use common::{median, Args};
+
 use std::{
     fs::File,
     io::Write,
@@ -76,20 +79,10 @@ fn run(dir: &Path, variant: Variant, writes: usize, size: usize) -> Vec<f64> {
     waits
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if smoke { 1 } else { 5 });
+    let args = Args::get();
+    let smoke = args.smoke();
+    let rounds = args.rounds(if smoke { 1 } else { 5 });
     let writes = if smoke { 16 } else { 1_000 };
     let dir = tempfile::tempdir().expect("temporary directory");
     println!(

@@ -31,6 +31,9 @@
 //! Under `cargo test` (which, unlike `cargo bench`, passes no `--bench`) it only checks that
 //! every variant runs, on a few events.
 
+mod common;
+use common::{median, Args};
+
 use privacy_milter::{
     internals::{
         AddressView, Client, Direction, Durability, Event, EventWriter, Outcome, RecipientView,
@@ -261,15 +264,10 @@ async fn run(variant: Variant, sessions: usize, total: usize, pace: Option<Durat
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     // The sessions run on one thread, as in the daemon; `--multi-thread` puts them on tokio's
     // multi-thread runtime (a worker per core) instead.
-    let mut runtime = if std::env::args().any(|a| a == "--multi-thread") {
+    let mut runtime = if Args::get().has("--multi-thread") {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -282,15 +280,10 @@ fn main() {
 }
 
 async fn bench() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let quick = smoke || args.iter().any(|a| a == "--quick");
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if quick { 1 } else { 5 });
+    let args = Args::get();
+    let smoke = args.smoke();
+    let quick = smoke || args.has("--quick");
+    let rounds = args.rounds(if quick { 1 } else { 5 });
     let total = match (smoke, quick) {
         (true, _) => 512,
         (false, true) => 4_096,
@@ -306,13 +299,12 @@ async fn bench() {
     );
     // `--sessions N` measures one level of concurrency only.
     // `--paced` measures only the paced table.
-    let levels = match args.iter().position(|a| a == "--sessions") {
-        _ if args.iter().any(|a| a == "--paced") => vec![],
-        Some(i) => vec![args
-            .get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .expect("--sessions N")],
-        None => vec![1, 16, 256],
+    let levels = if args.has("--paced") {
+        vec![]
+    } else if args.has("--sessions") {
+        vec![args.number("--sessions").expect("--sessions N")]
+    } else {
+        vec![1, 16, 256]
     };
     for sessions in levels {
         // Fewer events for one session: every event is its own fsync there.

@@ -14,6 +14,9 @@
 //! Run: `cargo bench --bench logcopy` (`-- --rounds N`). Under `cargo test` (no `--bench`) it
 //! only checks, on a few lines, that every step runs and that the copy holds no raw field.
 
+mod common;
+use common::{median, Args};
+
 use privacy_milter::internals::{
     logcopy::{AddressPrivacy, IpPrivacy, Key, Privacy, Pseudonymiser, Rewriter},
     maillog::SyslogLine,
@@ -205,20 +208,10 @@ fn run(lines: &[&str], step: Step) -> (f64, usize) {
     (cpu_seconds() - start, written + out.len())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if smoke { 1 } else { 7 });
+    let args = Args::get();
+    let smoke = args.smoke();
+    let rounds = args.rounds(if smoke { 1 } else { 7 });
     let messages = if smoke { 40 } else { 200_000 };
     let text = day_log(messages);
     let lines: Vec<&str> = text.lines().collect();

@@ -9,6 +9,9 @@
 //! Run: `cargo bench --bench maillog` (`-- --rounds N`). Under `cargo test` (no `--bench`) it
 //! only checks that every step runs and reads what it should, on a few lines.
 
+mod common;
+use common::{median, Args};
+
 use privacy_milter::internals::{
     maillog::SyslogLine,
     parse::{self, Mta, Parsed},
@@ -99,20 +102,10 @@ fn run(lines: &[&str], mta: Mta, step: Step) -> (f64, usize) {
     (start.elapsed().as_secs_f64(), found)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = !args.iter().any(|a| a == "--bench");
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if smoke { 1 } else { 7 });
+    let args = Args::get();
+    let smoke = args.smoke();
+    let rounds = args.rounds(if smoke { 1 } else { 7 });
     let messages = if smoke { 20 } else { 100_000 };
     println!("maillog: {messages} messages per log, MB/s of log text, median of {rounds} rounds");
     println!("{:<9}  {:>9}  {:>18}  {:>8}", "log", "MB", "step", "MB/s");
