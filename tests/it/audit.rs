@@ -81,6 +81,30 @@ journal = "{d}/journal"
         path
     }
 
+    /// In `d`: Sendmail's log in `log/mail.log` tracked, a pseudonymised copy in `copy`
+    /// (`raw_window` a day), empty logrotate and journald drop-in directories and journal;
+    /// `extra` more tables.
+    fn with_copy(d: &Path, port: u16, extra: &str) -> Self {
+        for dir in ["log", "logrotate.d", "journald.conf.d", "journal"] {
+            std::fs::create_dir_all(d.join(dir)).unwrap();
+        }
+        Setup {
+            dir: d.to_path_buf(),
+            socket: format!("inet:{port}@127.0.0.1"),
+            postfix_etc: d.join("no-postfix"),
+            tracking: format!(
+                "mta = \"sendmail\"\npath = \"{}\"",
+                d.join("log/mail.log").display()
+            ),
+            contact: "privacy@example.org",
+            extra: format!(
+                "{extra}[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
+                d.join("copy").display()
+            ),
+            env: Vec::new(),
+        }
+    }
+
     /// Runs the binary with this configuration.
     fn cli(&self, args: &[&str]) -> std::process::Output {
         e2e::Milter::command()
@@ -781,25 +805,13 @@ fn the_copy_and_the_raw_window() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let log = d.join("log");
+    let setup = Setup::with_copy(
+        d,
+        8895,
+        "[privacy]\nip = \"truncated\"\naddress = \"domain\"\n",
+    );
+    let (log, copy) = (d.join("log"), d.join("copy"));
     let mail_log = log.join("mail.log");
-    let copy = d.join("copy");
-    std::fs::create_dir_all(&log).unwrap();
-    std::fs::create_dir_all(d.join("logrotate.d")).unwrap();
-    std::fs::create_dir_all(d.join("journald.conf.d")).unwrap();
-    std::fs::create_dir_all(d.join("journal")).unwrap();
-    let setup = Setup {
-        dir: d.to_path_buf(),
-        socket: "inet:8895@127.0.0.1".into(),
-        postfix_etc: d.join("no-postfix"),
-        tracking: format!("mta = \"sendmail\"\npath = \"{}\"", mail_log.display()),
-        contact: "privacy@example.org",
-        extra: format!(
-            "[privacy]\nip = \"truncated\"\naddress = \"domain\"\n[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
-            copy.display()
-        ),
-        env: Vec::new(),
-    };
     std::fs::write(
         d.join("logrotate.conf"),
         format!(
@@ -973,24 +985,9 @@ fn the_raw_window_drop_in_rotates_only_behind_the_tracker() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
+    let setup = Setup::with_copy(d, 8896, "");
     let log = d.join("log");
     let mail_log = log.join("mail.log");
-    std::fs::create_dir_all(&log).unwrap();
-    std::fs::create_dir_all(d.join("logrotate.d")).unwrap();
-    std::fs::create_dir_all(d.join("journald.conf.d")).unwrap();
-    std::fs::create_dir_all(d.join("journal")).unwrap();
-    let setup = Setup {
-        dir: d.to_path_buf(),
-        socket: "inet:8896@127.0.0.1".into(),
-        postfix_etc: d.join("no-postfix"),
-        tracking: format!("mta = \"sendmail\"\npath = \"{}\"", mail_log.display()),
-        contact: "privacy@example.org",
-        extra: format!(
-            "[mta_logs]\ncopy = \"{}\"\nraw_window = \"1d\"\n",
-            d.join("copy").display()
-        ),
-        env: Vec::new(),
-    };
     std::fs::write(d.join("journald.conf"), "[Journal]\n").unwrap();
     let client = "203.0.113.78";
     std::fs::write(
