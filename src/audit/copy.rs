@@ -4,7 +4,7 @@
 
 use super::{journal_name, logs, span, Finding};
 use crate::{
-    config::{Config, LogSource},
+    config::{Config, LogSource, MtaLogs},
     logcopy::Rewriter,
     maillog::is_mta,
     privacy::Pseudonymiser,
@@ -17,8 +17,8 @@ use std::{
     time::Duration,
 };
 
-/// How far the copy may be behind its log: the tracker's batches and polls, with room.
-const LAG: Duration = Duration::from_secs(300);
+/// How far the copy may be behind its log.
+const LAG: Duration = MtaLogs::COPY_LAG;
 
 /// How many of the copy's newest lines are searched for raw fields.
 const SAMPLE: usize = 1000;

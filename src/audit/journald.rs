@@ -185,6 +185,11 @@ mod tests {
             dropin_for(Duration::from_secs(86400)),
             "[Journal]\nMaxRetentionSec=12h\nMaxFileSec=12h\n"
         );
+        // A window of minutes (docs/log-retention.md, "A window shorter than a day").
+        assert_eq!(
+            dropin_for(Duration::from_secs(1800)),
+            "[Journal]\nMaxRetentionSec=900s\nMaxFileSec=900s\n"
+        );
     }
 
     /// A later directory's file of the same name replaces an earlier one's; files apply in

@@ -539,11 +539,16 @@ pub struct MtaLogs {
     /// The directory of the pseudonymised copy; empty: no copy is written.
     pub copy: PathBuf,
     /// How long raw lines are kept (for fail2ban and live troubleshooting): what the policy
-    /// promises and `audit` checks. `0s`: none kept raw.
+    /// promises and `audit` checks. At least [`MtaLogs::COPY_LAG`].
     pub raw_window: Period,
 }
 
 impl MtaLogs {
+    /// How far the copy may be behind the log it copies (the tracker's batches and polls, with
+    /// room): `audit` allows this lag, and a raw window shorter than it could delete raw lines
+    /// before they are copied, so none is accepted.
+    pub const COPY_LAG: std::time::Duration = std::time::Duration::from_secs(300);
+
     /// Whether the tracker writes the copy.
     pub fn copies(&self) -> bool {
         !self.copy.as_os_str().is_empty()

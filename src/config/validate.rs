@@ -238,6 +238,18 @@ fn check_mta_logs(s: &Settings) -> Result<(), KeyProblem> {
             ),
         ));
     }
+    // Every MTA line is written raw before anything reads it: "none kept raw" cannot be made
+    // true, and a window shorter than the copy's lag could lose lines from the copy.
+    if m.raw_window.0 < super::MtaLogs::COPY_LAG {
+        return Err((
+            "mta_logs.raw_window",
+            format!(
+                "{} is shorter than {}, the time the copy may lag behind the log: the MTA writes every line raw before the tracker reads it, and a shorter window could delete lines before they are copied (docs/log-retention.md, \"A window shorter than a day\")",
+                m.raw_window,
+                super::Period(super::MtaLogs::COPY_LAG)
+            ),
+        ));
+    }
     if m.raw_window.0 > s.retention.mta_logs.0 {
         return Err((
             "mta_logs.raw_window",

@@ -189,7 +189,20 @@ fn the_raw_window_and_the_copy_are_bounded() {
         ],
     );
     accepted("raw_window = \"1d\"", "raw_window = \"7d\"");
-    accepted("raw_window = \"1d\"", "raw_window = \"0s\"");
+    // No window at all cannot be kept (the MTA writes each line raw before anyone reads it),
+    // nor one shorter than the copy may lag.
+    for short in ["0s", "4m", "299s"] {
+        refused(
+            "raw_window = \"1d\"",
+            &format!("raw_window = \"{short}\""),
+            &[
+                "privacy-milter.toml",
+                "key mta_logs.raw_window",
+                "is shorter than 5m, the time the copy may lag behind the log",
+            ],
+        );
+    }
+    accepted("raw_window = \"1d\"", "raw_window = \"5m\"");
     refused(
         "mta_logs = \"7d\"",
         "mta_logs = \"12h\"",

@@ -186,8 +186,8 @@ fn each_key_changes_its_sentence() {
             "kept in that form for 2 days only",
         ),
         (
-            vec![("mta_logs.raw_window", S("0s"))],
-            "They are not kept in that form. After that only a copy",
+            vec![("mta_logs.raw_window", S("30m"))],
+            "kept in that form for 30 minutes only, to fight abuse and to fix faults. After that only a copy",
         ),
         (
             vec![("mta_logs.copy", S(""))],
