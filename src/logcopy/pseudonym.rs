@@ -48,20 +48,30 @@ impl Pseudonyms {
         &self.privacy
     }
 
-    /// `value` as the policy writes a field of `kind`.
-    pub fn get(&mut self, kind: Field, value: &str) -> &str {
-        let slot = kind as usize;
-        if !self.cache[slot].contains_key(value) {
-            if self.cache[slot].len() >= CACHE_ENTRIES {
-                self.cache[slot].clear();
-            }
-            let made = self.make(kind, value).into_boxed_str();
-            self.cache[slot].insert(value.into(), made);
+    /// Appends `value` as the policy writes a field of `kind` to `out`; whether that differs
+    /// from `value` (the field was raw). One lookup for a value seen before.
+    pub fn write(&mut self, kind: Field, value: &str, out: &mut String) -> bool {
+        let cache = &mut self.cache[kind as usize];
+        if let Some(made) = cache.get(value) {
+            out.push_str(made);
+            return **made != *value;
         }
-        &self.cache[slot][value]
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        let made = Made(&self.privacy).field(kind, value);
+        out.push_str(&made);
+        let changed = made != value;
+        cache.insert(value.into(), made.into_boxed_str());
+        changed
     }
+}
 
-    fn make(&self, kind: Field, value: &str) -> String {
+/// What a value becomes, made afresh (the cache's misses).
+struct Made<'a>(&'a Pseudonymiser);
+
+impl Made<'_> {
+    fn field(&self, kind: Field, value: &str) -> String {
         match kind {
             Field::Ip => match value.parse::<IpAddr>() {
                 Ok(ip) => self.ip(crate::ip::canonical(ip)),
@@ -76,15 +86,15 @@ impl Pseudonyms {
 
     /// An IP as the ledger's events write it, so that the two join under `hmac`.
     fn ip(&self, ip: IpAddr) -> String {
-        self.privacy.ip(ip).unwrap_or_else(|| LEFT_OUT.into())
+        self.0.ip(ip).unwrap_or_else(|| LEFT_OUT.into())
     }
 
     /// An address as the events write it: the HMAC of the whole address or nothing, then the
     /// domain as the policy allows (an address literal's IP as `ip` says).
     fn address(&self, address: &str) -> String {
-        let view = self.privacy.address(address);
+        let view = self.0.address(address);
         let domain = view.domain.map(|d| format!("@{d}"));
-        match (self.privacy.policy.address, view.address, domain) {
+        match (self.0.policy.address, view.address, domain) {
             (AddressPrivacy::Full, Some(a), _) => a,
             (AddressPrivacy::Hmac, Some(a), Some(d)) => a + &d,
             (AddressPrivacy::Hmac, Some(a), None) => a,
@@ -98,9 +108,9 @@ impl Pseudonyms {
     /// two labels, as the network is kept of an IP.
     fn host(&self, name: &str) -> String {
         let name = name.trim_end_matches('.');
-        match self.privacy.policy.ip {
+        match self.0.policy.ip {
             IpPrivacy::Full => name.into(),
-            IpPrivacy::Hmac => match &self.privacy.key {
+            IpPrivacy::Hmac => match &self.0.key {
                 Some(key) => hmac(key, &name.to_ascii_lowercase()),
                 None => LEFT_OUT.into(),
             },
@@ -116,7 +126,7 @@ impl Pseudonyms {
     }
 
     fn opaque(&self, value: &str) -> String {
-        match (&self.privacy.policy.address, &self.privacy.key) {
+        match (&self.0.policy.address, &self.0.key) {
             (AddressPrivacy::Full, _) => value.into(),
             (AddressPrivacy::Hmac, Some(key)) => hmac(key, value),
             _ => LEFT_OUT.into(),

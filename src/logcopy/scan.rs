@@ -96,11 +96,9 @@ pub struct Scan<'a> {
 impl Scan<'_> {
     /// Writes `value` as a field of `kind`; `at`: its offset in the line.
     fn field(&mut self, kind: Field, value: &str, at: usize) {
-        let written = self.names.get(kind, value);
-        if written != value && self.first_raw.is_none() {
+        if self.names.write(kind, value, self.out) && self.first_raw.is_none() {
             self.first_raw = Some(RawField { kind, at });
         }
-        self.out.push_str(written);
     }
 
     /// A log message; `base`: its offset in the line.
@@ -260,6 +258,7 @@ impl Scan<'_> {
             }
             let ip_text = run.trim_end_matches('.');
             if next.is_none_or(|x| !x.is_ascii_alphanumeric())
+                && c.is_ascii_digit()
                 && ip_text.parse::<Ipv4Addr>().is_ok()
             {
                 if is_network(ip_text, &s[j..]) {
@@ -273,7 +272,8 @@ impl Scan<'_> {
                 copied = i;
                 continue;
             }
-            if spells_ip(run) || (looks_like_host(run) && after_hostname_word(&s[..i])) {
+            // The cheap tests first: most runs are words.
+            if (after_hostname_word(&s[..i]) && looks_like_host(run)) || spells_ip(run) {
                 self.out.push_str(&s[copied..i]);
                 self.host(run, base + i);
                 i = j;
@@ -493,7 +493,7 @@ fn looks_like_host(run: &str) -> bool {
 /// A host name that spells an IP: four numbers of at most 255 or more among its labels
 /// (`1-2-3-4.dialup.example.net`, `static.9.2.0.192.clients.example.de`).
 fn spells_ip(run: &str) -> bool {
-    if !looks_like_host(run) {
+    if run.bytes().filter(u8::is_ascii_digit).count() < 4 || !looks_like_host(run) {
         return false;
     }
     run.split(|c: char| !c.is_ascii_digit())
