@@ -253,6 +253,29 @@ mod tests {
         }
     }
 
+    /// Text beyond ASCII (a mailbox's name, a unit, a name in a reason) is copied as it is,
+    /// wherever a word's first bytes fall against its characters.
+    #[test]
+    fn non_ascii_text_is_copied() {
+        let mut r = rewriter(IpPrivacy::Hmac, AddressPrivacy::Hmac);
+        let line = "Nov 29 21:06:36 mx dovecot: imap(alice)<1><nJi6>: Disconnected: IDLE for 100 µs, Entwürfe moved";
+        let copy = check(&mut r, line, &["alice", "nJi6"]);
+        assert!(
+            copy.ends_with(": Disconnected: IDLE for 100 µs, Entwürfe moved"),
+            "{copy}"
+        );
+        for word in [
+            "1", "12", "123", "1234", "a", "ab", "abc", "abcd", "a:b", "ipv6",
+        ] {
+            for after in ["µ", "€", "😀", " µ", " €"] {
+                let text = format!("{word}{after}x");
+                let line = format!("Nov 29 21:06:36 mx postfix/smtpd[1]: {text}");
+                assert_eq!(r.line(&line), line);
+                assert_eq!(r.line(&text), text);
+            }
+        }
+    }
+
     #[test]
     fn raw_fields_are_reported_where_they_are() {
         let mut r = rewriter(IpPrivacy::Hmac, AddressPrivacy::Hmac);

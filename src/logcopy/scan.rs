@@ -158,7 +158,8 @@ impl Scan<'_> {
                 continue;
             }
             // "IPv6:" before an address (literals): the prefix stays.
-            let v6_from = if s[i..].len() > 5 && s[i..i + 5].eq_ignore_ascii_case("ipv6:") {
+            // Bytes, not `s[i..i + 5]`: the fifth may be inside a character beyond ASCII.
+            let v6_from = if b.len() - i > 5 && b[i..i + 5].eq_ignore_ascii_case(b"ipv6:") {
                 i + 5
             } else {
                 i
