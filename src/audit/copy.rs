@@ -14,11 +14,7 @@ use chrono::{DateTime, Utc};
 use std::{
     io::{self, BufRead},
     path::Path,
-    time::Duration,
 };
-
-/// How far the copy may be behind its log.
-const LAG: Duration = MtaLogs::COPY_LAG;
 
 /// How many of the copy's newest lines are searched for raw fields.
 const SAMPLE: usize = 1000;
@@ -178,9 +174,9 @@ fn lag(config: &Config, current: &Path, newest_first: &[&Path]) -> Finding {
             let detail = format!(
                 "the copy's newest line is {} behind the newest MTA line of {source} (allowed: {})",
                 span(behind),
-                span(LAG)
+                span(MtaLogs::COPY_LAG)
             );
-            if behind <= LAG {
+            if behind <= MtaLogs::COPY_LAG {
                 Finding::holds(CHECK, detail)
             } else {
                 Finding::fails(CHECK, detail, fix)
